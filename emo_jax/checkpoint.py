@@ -1,0 +1,44 @@
+"""Model weights on disk as Orbax checkpoints, next to the diffusers-style config.json that describes them.
+
+Layout of a saved model folder:
+    config.json   the diffusers config dict (with `_class_name`), so `load_model` can rebuild the model
+    params/       Orbax checkpoint of `nnx.state(model, nnx.Param)`
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from emo_jax.models import AutoencoderKL, Compute, UNet, abstract_model
+
+PARAMS_DIR = "params"
+
+
+def save_model(directory: str | Path, model: UNet | AutoencoderKL) -> Path:
+    """Writes `model`'s config.json and parameters under `directory` (created; an existing save is replaced)."""
+    directory = Path(directory).absolute()
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(json.dumps(model.config.to_diffusers(), indent=2) + "\n")
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(directory / PARAMS_DIR, nnx.state(model, nnx.Param), force=True)
+    return directory
+
+
+def load_model(directory: str | Path, *, compute: Compute = Compute()) -> UNet | AutoencoderKL:
+    """Rebuilds the model saved by `save_model` (abstractly, then restores its parameters into it)."""
+    directory = Path(directory).absolute()
+    config_path = directory / "config.json"
+    if not config_path.is_file() or not (directory / PARAMS_DIR).is_dir():
+        raise FileNotFoundError(f"{directory}: not a saved emo_jax model (needs config.json and {PARAMS_DIR}/)")
+    model = abstract_model(json.loads(config_path.read_text()), compute=compute, source=str(config_path))
+    graphdef, abstract_params = nnx.split(model, nnx.Param)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract_params)
+    with ocp.StandardCheckpointer() as checkpointer:
+        params = checkpointer.restore(directory / PARAMS_DIR, target)
+    return nnx.merge(graphdef, params)

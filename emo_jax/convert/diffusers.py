@@ -1,0 +1,54 @@
+"""diffusers checkpoints (SD1.5 `UNet2DConditionModel`, `AutoencoderKL`) -> emo_jax models."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flax import nnx
+
+from emo_jax.convert.files import read_diffusers_folder
+from emo_jax.convert.state_dict import load_state_dict
+from emo_jax.models import AutoencoderKL, Compute, UNet, abstract_model
+
+
+def _from_diffusers(
+    class_name: str, state_dict: Mapping[str, np.ndarray], config: Mapping[str, Any], compute: Compute, source: str
+) -> nnx.Module:
+    config = {**config, "_class_name": config.get("_class_name", class_name)}
+    if config["_class_name"] != class_name:
+        raise ValueError(f"{source}: config is a {config['_class_name']}, expected {class_name}")
+    return load_state_dict(abstract_model(config, compute=compute, source=source), state_dict, source=source)
+
+
+def from_diffusers_unet(
+    state_dict: Mapping[str, np.ndarray],
+    config: Mapping[str, Any],
+    *,
+    compute: Compute = Compute(),
+    source: str = "state dict",
+) -> UNet:
+    """A diffusers `UNet2DConditionModel` state dict (key -> numpy) + its config.json dict -> `UNet`."""
+    return _from_diffusers("UNet2DConditionModel", state_dict, config, compute, source)
+
+
+def from_diffusers_vae(
+    state_dict: Mapping[str, np.ndarray],
+    config: Mapping[str, Any],
+    *,
+    compute: Compute = Compute(),
+    source: str = "state dict",
+) -> AutoencoderKL:
+    """A diffusers `AutoencoderKL` state dict (key -> numpy) + its config.json dict -> `AutoencoderKL`."""
+    return _from_diffusers("AutoencoderKL", state_dict, config, compute, source)
+
+
+def from_diffusers_folder(
+    folder: str | Path, *, variant: str | None = None, compute: Compute = Compute()
+) -> UNet | AutoencoderKL:
+    """A diffusers model folder (config.json + weights) -> the matching emo_jax model, chosen by `_class_name`."""
+    config, state_dict = read_diffusers_folder(folder, variant=variant)
+    source = str(folder)
+    return load_state_dict(abstract_model(config, compute=compute, source=source), state_dict, source=source)

@@ -1,0 +1,40 @@
+"""Flax NNX models, channels-last, with parameter names that mirror diffusers / transformers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flax import nnx
+
+from emo_jax.models.layers import Compute
+from emo_jax.models.unet import UNet, UNetConfig
+from emo_jax.models.vae import AutoencoderKL, AutoencoderKLConfig, DiagonalGaussian
+
+# diffusers `_class_name` -> (our model, its config class).
+MODEL_CLASSES = {
+    "UNet2DConditionModel": (UNet, UNetConfig),
+    "AutoencoderKL": (AutoencoderKL, AutoencoderKLConfig),
+}
+
+
+def abstract_model(config: Mapping[str, Any], *, compute: Compute = Compute(), source: str = "config") -> nnx.Module:
+    """The model a diffusers config.json dict describes, built with `nnx.eval_shape`: shapes only, no weights."""
+    class_name = config.get("_class_name")
+    if class_name not in MODEL_CLASSES:
+        raise ValueError(f"{source}: _class_name={class_name!r}; emo_jax converts {sorted(MODEL_CLASSES)}")
+    model_cls, config_cls = MODEL_CLASSES[class_name]
+    model_config = config_cls.from_diffusers(config, source=source)
+    return nnx.eval_shape(lambda: model_cls(model_config, compute=compute, rngs=nnx.Rngs(0)))
+
+
+__all__ = [
+    "MODEL_CLASSES",
+    "AutoencoderKL",
+    "AutoencoderKLConfig",
+    "Compute",
+    "DiagonalGaussian",
+    "UNet",
+    "UNetConfig",
+    "abstract_model",
+]

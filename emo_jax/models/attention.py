@@ -1,0 +1,217 @@
+"""Attention: the one dispatch function, and the transformer blocks built on it.
+
+Module and attribute names mirror diffusers (`attention_processor.Attention`, `attention.BasicTransformerBlock`,
+`transformers.transformer_2d.Transformer2DModel`), so a diffusers key such as
+`attentions.0.transformer_blocks.0.attn1.to_q.weight` names the Flax path of the same weight.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from emo_jax.models.layers import Compute, group_norm, layer_norm, linear
+
+log = logging.getLogger(__name__)
+
+_CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)
+_warned_fallbacks: set[str] = set()
+
+
+def _cudnn_unsupported_reason(query: jax.Array) -> str | None:
+    if jax.default_backend() != "gpu":
+        return f"backend is {jax.default_backend()}"
+    if query.dtype not in _CUDNN_DTYPES:
+        return f"dtype is {query.dtype} (cuDNN needs bf16 or fp16)"
+    if query.shape[-1] > 256:
+        return f"head dim is {query.shape[-1]} (> 256)"
+    return None
+
+
+def dot_product_attention(
+    query: jax.Array, key: jax.Array, value: jax.Array, *, implementation: str = "xla"
+) -> jax.Array:
+    """Softmax attention, the single entry point every module uses.
+
+    query: [B, T, N, D], key/value: [B, S, N, D] -> [B, T, N, D]; scale 1/sqrt(D).
+    `implementation='cudnn'` uses the fused cuDNN kernel where it can run this call and falls back to
+    'xla' otherwise (logged once per reason).
+    """
+    if implementation == "cudnn":
+        reason = _cudnn_unsupported_reason(query)
+        if reason is not None:
+            if reason not in _warned_fallbacks:
+                _warned_fallbacks.add(reason)
+                log.warning("cuDNN attention unavailable (%s); using XLA attention", reason)
+            implementation = "xla"
+    return jax.nn.dot_product_attention(query, key, value, implementation=implementation)
+
+
+class Attention(nnx.Module):
+    """Multi-head attention (diffusers `Attention`), self or cross.
+
+    With `norm_num_groups` it is the VAE's spatial self-attention: GroupNorm first, residual added.
+    hidden_states: [B, T, C] or [B, H, W, C]; encoder_hidden_states: [B, S, Cc] or None (self-attention)
+    -> same shape as hidden_states.
+    """
+
+    def __init__(
+        self,
+        query_dim: int,
+        *,
+        heads: int,
+        dim_head: int,
+        cross_attention_dim: int | None = None,
+        bias: bool = False,
+        norm_num_groups: int | None = None,
+        norm_eps: float = 1e-6,
+        residual_connection: bool = False,
+        zero_init_out: bool = False,
+        compute: Compute,
+        rngs: nnx.Rngs,
+    ):
+        inner_dim = heads * dim_head
+        context_dim = cross_attention_dim or query_dim
+        self.heads = heads
+        self.residual_connection = residual_connection
+        self.attention_impl = compute.attention
+        self.group_norm = (
+            group_norm(query_dim, norm_num_groups, norm_eps, compute, rngs) if norm_num_groups else None
+        )
+        self.to_q = linear(query_dim, inner_dim, compute, rngs, use_bias=bias)
+        self.to_k = linear(context_dim, inner_dim, compute, rngs, use_bias=bias)
+        self.to_v = linear(context_dim, inner_dim, compute, rngs, use_bias=bias)
+        # diffusers: to_out = [Linear, Dropout]; the dropout index holds no weights and is not mirrored.
+        self.to_out = nnx.List([linear(inner_dim, query_dim, compute, rngs, zero_init=zero_init_out)])
+
+    def __call__(self, hidden_states: jax.Array, encoder_hidden_states: jax.Array | None = None) -> jax.Array:
+        residual = hidden_states
+        if self.group_norm is not None:
+            hidden_states = self.group_norm(hidden_states)
+        shape = hidden_states.shape
+        x = hidden_states.reshape(shape[0], -1, shape[-1])  # [B, T, C]
+        context = x if encoder_hidden_states is None else encoder_hidden_states
+
+        def split_heads(t: jax.Array) -> jax.Array:  # [B, T, N*D] -> [B, T, N, D]
+            return t.reshape(t.shape[0], t.shape[1], self.heads, -1)
+
+        out = dot_product_attention(
+            split_heads(self.to_q(x)),
+            split_heads(self.to_k(context)),
+            split_heads(self.to_v(context)),
+            implementation=self.attention_impl,
+        )
+        out = self.to_out[0](out.reshape(out.shape[0], out.shape[1], -1))
+        out = out.reshape(shape)
+        return out + residual if self.residual_connection else out
+
+
+class GEGLU(nnx.Module):
+    """x -> a * gelu(b), where [a, b] = proj(x) (exact erf GELU, as torch's default). [..., C] -> [..., inner]."""
+
+    def __init__(self, dim: int, inner_dim: int, *, compute: Compute, rngs: nnx.Rngs):
+        self.proj = linear(dim, 2 * inner_dim, compute, rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        hidden, gate = jnp.split(self.proj(x), 2, axis=-1)
+        return hidden * jax.nn.gelu(gate, approximate=False)
+
+
+class FeedForward(nnx.Module):
+    """diffusers `FeedForward` with GEGLU: net = [GEGLU, Dropout, Linear]. [..., C] -> [..., C]."""
+
+    def __init__(self, dim: int, *, mult: int = 4, compute: Compute, rngs: nnx.Rngs):
+        inner_dim = dim * mult
+        self.net = nnx.List(
+            [GEGLU(dim, inner_dim, compute=compute, rngs=rngs), nnx.Dropout(0.0), linear(inner_dim, dim, compute, rngs)]
+        )
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for layer in self.net:
+            x = layer(x)
+        return x
+
+
+class BasicTransformerBlock(nnx.Module):
+    """Pre-norm block: self-attention, cross-attention, GEGLU feed-forward, each with a residual.
+
+    hidden_states: [B, T, C]; encoder_hidden_states: [B, S, Cc] -> [B, T, C].
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        heads: int,
+        dim_head: int,
+        cross_attention_dim: int,
+        compute: Compute,
+        rngs: nnx.Rngs,
+    ):
+        self.norm1 = layer_norm(dim, 1e-5, compute, rngs)
+        self.attn1 = Attention(dim, heads=heads, dim_head=dim_head, compute=compute, rngs=rngs)
+        self.norm2 = layer_norm(dim, 1e-5, compute, rngs)
+        self.attn2 = Attention(
+            dim,
+            heads=heads,
+            dim_head=dim_head,
+            cross_attention_dim=cross_attention_dim,
+            compute=compute,
+            rngs=rngs,
+        )
+        self.norm3 = layer_norm(dim, 1e-5, compute, rngs)
+        self.ff = FeedForward(dim, compute=compute, rngs=rngs)
+
+    def __call__(self, hidden_states: jax.Array, encoder_hidden_states: jax.Array) -> jax.Array:
+        hidden_states = hidden_states + self.attn1(self.norm1(hidden_states))
+        hidden_states = hidden_states + self.attn2(self.norm2(hidden_states), encoder_hidden_states)
+        return hidden_states + self.ff(self.norm3(hidden_states))
+
+
+class Transformer2DModel(nnx.Module):
+    """Spatial transformer over a feature map: GroupNorm, proj_in, blocks, proj_out, residual.
+
+    `proj_in`/`proj_out` are dense layers in both of diffusers' variants: a 1x1 conv on channels-last
+    data is the same matmul, and conversion squeezes the conv kernel (`use_linear_projection=False`).
+    hidden_states: [B, H, W, C]; encoder_hidden_states: [B, S, Cc] -> [B, H, W, C].
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        *,
+        num_attention_heads: int,
+        attention_head_dim: int,
+        cross_attention_dim: int,
+        num_layers: int = 1,
+        norm_num_groups: int = 32,
+        compute: Compute,
+        rngs: nnx.Rngs,
+    ):
+        inner_dim = num_attention_heads * attention_head_dim
+        self.norm = group_norm(in_channels, norm_num_groups, 1e-6, compute, rngs)
+        self.proj_in = linear(in_channels, inner_dim, compute, rngs)
+        self.transformer_blocks = nnx.List(
+            [
+                BasicTransformerBlock(
+                    inner_dim,
+                    heads=num_attention_heads,
+                    dim_head=attention_head_dim,
+                    cross_attention_dim=cross_attention_dim,
+                    compute=compute,
+                    rngs=rngs,
+                )
+                for _ in range(num_layers)
+            ]
+        )
+        self.proj_out = linear(inner_dim, in_channels, compute, rngs)
+
+    def __call__(self, hidden_states: jax.Array, encoder_hidden_states: jax.Array) -> jax.Array:
+        b, h, w, c = hidden_states.shape
+        x = self.proj_in(self.norm(hidden_states)).reshape(b, h * w, -1)
+        for block in self.transformer_blocks:
+            x = block(x, encoder_hidden_states)
+        return self.proj_out(x).reshape(b, h, w, c) + hidden_states

@@ -1,0 +1,132 @@
+"""Layer factories shared by every model: one place decides dtypes and numerics.
+
+Flax's defaults differ from PyTorch's in two ways that matter for parity: group/layer norms use the fast
+(E[x^2] - E[x]^2) variance, and conv padding is 'SAME'. Every layer of this package is made here, with
+the exact variance and explicit padding, so a PyTorch checkpoint gives the same numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Dtype = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Compute:
+    """How a model computes, independent of its architecture.
+
+    dtype: activations and matmul inputs (bf16 on accelerators); norms and softmax still reduce in fp32.
+    param_dtype: stored parameters (fp32 for training and conversion).
+    attention: `jax.nn.dot_product_attention` implementation: 'xla' or 'cudnn' (falls back to 'xla'
+      where cuDNN cannot run the call; see `attention.dot_product_attention`).
+    """
+
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    attention: str = "xla"
+
+    def __post_init__(self):
+        if self.attention not in ("xla", "cudnn"):
+            raise ValueError(f"Compute.attention must be 'xla' or 'cudnn', got {self.attention!r}")
+
+
+def zeros_init() -> nnx.Initializer:
+    return nnx.initializers.zeros_init()
+
+
+def linear(
+    in_features: int,
+    out_features: int,
+    compute: Compute,
+    rngs: nnx.Rngs,
+    *,
+    use_bias: bool = True,
+    zero_init: bool = False,
+) -> nnx.Linear:
+    """A dense layer; `zero_init` for output projections of newly added branches."""
+    kwargs = {"kernel_init": zeros_init()} if zero_init else {}
+    return nnx.Linear(
+        in_features,
+        out_features,
+        use_bias=use_bias,
+        dtype=compute.dtype,
+        param_dtype=compute.param_dtype,
+        rngs=rngs,
+        **kwargs,
+    )
+
+
+def conv(
+    in_channels: int,
+    out_channels: int,
+    compute: Compute,
+    rngs: nnx.Rngs,
+    *,
+    kernel_size: int = 3,
+    stride: int = 1,
+    padding: int | tuple[tuple[int, int], tuple[int, int]] | None = None,
+    zero_init: bool = False,
+) -> nnx.Conv:
+    """A 2D conv on [B, H, W, C]; `padding` is PyTorch's symmetric int (default k // 2) or explicit pairs."""
+    if padding is None:
+        padding = kernel_size // 2
+    if isinstance(padding, int):
+        padding = ((padding, padding), (padding, padding))
+    kwargs = {"kernel_init": zeros_init(), "bias_init": zeros_init()} if zero_init else {}
+    return nnx.Conv(
+        in_channels,
+        out_channels,
+        kernel_size=(kernel_size, kernel_size),
+        strides=(stride, stride),
+        padding=padding,
+        dtype=compute.dtype,
+        param_dtype=compute.param_dtype,
+        rngs=rngs,
+        **kwargs,
+    )
+
+
+def group_norm(channels: int, groups: int, eps: float, compute: Compute, rngs: nnx.Rngs) -> nnx.GroupNorm:
+    """GroupNorm over all non-batch axes of [B, ..., C], groups along C (torch.nn.GroupNorm semantics)."""
+    if channels % groups:
+        raise ValueError(f"GroupNorm: {channels} channels do not split into {groups} groups")
+    return nnx.GroupNorm(
+        channels,
+        num_groups=groups,
+        epsilon=eps,
+        use_fast_variance=False,
+        dtype=compute.dtype,
+        param_dtype=compute.param_dtype,
+        rngs=rngs,
+    )
+
+
+def layer_norm(features: int, eps: float, compute: Compute, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    return nnx.LayerNorm(
+        features,
+        epsilon=eps,
+        use_fast_variance=False,
+        dtype=compute.dtype,
+        param_dtype=compute.param_dtype,
+        rngs=rngs,
+    )
+
+
+def upsample_nearest(x: jax.Array, size: tuple[int, int]) -> jax.Array:
+    """Nearest-neighbour resize of [B, H, W, C] to `size`, with PyTorch's 'nearest' index rule.
+
+    Output pixel i reads input pixel floor(i * H / size[0]); for an exact 2x this is a plain repeat.
+    """
+    b, h, w, c = x.shape
+    if size == (2 * h, 2 * w):
+        x = jnp.broadcast_to(x[:, :, None, :, None, :], (b, h, 2, w, 2, c))
+        return x.reshape(b, 2 * h, 2 * w, c)
+    rows = (jnp.arange(size[0]) * h) // size[0]
+    cols = (jnp.arange(size[1]) * w) // size[1]
+    return x[:, rows][:, :, cols]

@@ -1,0 +1,268 @@
+"""The SD1.5-family UNet (diffusers `UNet2DConditionModel`), channels-last, in Flax NNX.
+
+One class serves every size: SD1.5 (320/640/1280/1280, 8 heads, cross-attention 768) and the tiny test
+configs are the same code with another `UNetConfig`. Later the same class is ReferenceNet and the EMO
+backbone's spatial layers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from emo_jax.models.attention import Transformer2DModel
+from emo_jax.models.conditioning import TimestepEmbedding, timestep_embedding
+from emo_jax.models.layers import Compute, conv, group_norm
+from emo_jax.models.unet_blocks import DownBlock2D, MidBlock2D, UpBlock2D
+
+log = logging.getLogger(__name__)
+
+CROSS_ATTN_DOWN, DOWN = "CrossAttnDownBlock2D", "DownBlock2D"
+CROSS_ATTN_UP, UP = "CrossAttnUpBlock2D", "UpBlock2D"
+MID_CROSS_ATTN = "UNetMidBlock2DCrossAttn"
+
+# diffusers config keys whose other values select features this UNet does not have: key -> accepted values.
+_SUPPORTED_ONLY = {
+    "act_fn": ("silu",),
+    "center_input_sample": (False,),
+    "class_embed_type": (None,),
+    "num_class_embeds": (None,),
+    "class_embeddings_concat": (False,),
+    "projection_class_embeddings_input_dim": (None,),
+    "addition_embed_type": (None,),
+    "addition_time_embed_dim": (None,),
+    "encoder_hid_dim": (None,),
+    "encoder_hid_dim_type": (None,),
+    "time_embedding_type": ("positional",),
+    "time_embedding_dim": (None,),
+    "time_embedding_act_fn": (None,),
+    "timestep_post_act": (None,),
+    "time_cond_proj_dim": (None,),
+    "resnet_time_scale_shift": ("default",),
+    "resnet_skip_time_act": (False,),
+    "resnet_out_scale_factor": (1.0,),
+    "conv_in_kernel": (3,),
+    "conv_out_kernel": (3,),
+    "only_cross_attention": (False,),
+    "dual_cross_attention": (False,),
+    "mid_block_type": (MID_CROSS_ATTN,),
+    "mid_block_only_cross_attention": (None, False),
+    "attention_type": ("default",),
+    "cross_attention_norm": (None,),
+    "reverse_transformer_layers_per_block": (None,),
+    "dropout": (0.0,),
+}
+# Keys with no effect here (besides "_"-prefixed bookkeeping): the nominal sample size, and `upcast_attention` (our attention
+# always takes its softmax in fp32, see `jax.nn.dot_product_attention`).
+_NO_EFFECT = {"sample_size", "upcast_attention",
+              "addition_embed_type_num_heads"}
+
+
+def _per_block(value: int | tuple[int, ...] | list[int], n: int, name: str) -> tuple[int, ...]:
+    if isinstance(value, int):
+        return (value,) * n
+    if len(value) != n:
+        raise ValueError(f"UNetConfig.{name}: {len(value)} values for {n} blocks")
+    return tuple(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class UNetConfig:
+    """Architecture of a UNet, field names and defaults as in diffusers' config.json for SD1.5.
+
+    `attention_head_dim` is, as in diffusers' SD1.5 configs, the number of heads (a historical misnomer);
+    `num_attention_heads` overrides it where given.
+    """
+
+    in_channels: int = 4
+    out_channels: int = 4
+    block_out_channels: tuple[int, ...] = (320, 640, 1280, 1280)
+    down_block_types: tuple[str, ...] = (CROSS_ATTN_DOWN, CROSS_ATTN_DOWN, CROSS_ATTN_DOWN, DOWN)
+    up_block_types: tuple[str, ...] = (UP, CROSS_ATTN_UP, CROSS_ATTN_UP, CROSS_ATTN_UP)
+    layers_per_block: int | tuple[int, ...] = 2
+    transformer_layers_per_block: int | tuple[int, ...] = 1
+    attention_head_dim: int | tuple[int, ...] = 8
+    num_attention_heads: int | tuple[int, ...] | None = None
+    cross_attention_dim: int = 768
+    norm_num_groups: int = 32
+    norm_eps: float = 1e-5
+    use_linear_projection: bool = False
+    flip_sin_to_cos: bool = True
+    freq_shift: int = 0
+    downsample_padding: int = 1
+    mid_block_scale_factor: float = 1.0
+
+    def __post_init__(self):
+        for name in ("block_out_channels", "down_block_types", "up_block_types"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        for name in ("layers_per_block", "transformer_layers_per_block", "attention_head_dim", "num_attention_heads"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+        n = len(self.block_out_channels)
+        if len(self.down_block_types) != n or len(self.up_block_types) != n:
+            raise ValueError(
+                f"UNetConfig: {n} block_out_channels but {len(self.down_block_types)} down_block_types "
+                f"and {len(self.up_block_types)} up_block_types"
+            )
+        for kind in self.down_block_types:
+            if kind not in (CROSS_ATTN_DOWN, DOWN):
+                raise ValueError(f"UNetConfig: unsupported down block type {kind!r}")
+        for kind in self.up_block_types:
+            if kind not in (CROSS_ATTN_UP, UP):
+                raise ValueError(f"UNetConfig: unsupported up block type {kind!r}")
+        if not isinstance(self.cross_attention_dim, int):
+            raise ValueError("UNetConfig: per-block cross_attention_dim is not supported; give one int")
+        for i, heads in enumerate(self.heads):
+            if self.block_out_channels[i] % heads:
+                raise ValueError(f"UNetConfig: {self.block_out_channels[i]} channels of block {i} do not split into {heads} heads")
+
+    @property
+    def heads(self) -> tuple[int, ...]:
+        """Attention heads per down block (head dim = block channels / heads)."""
+        heads = self.num_attention_heads if self.num_attention_heads is not None else self.attention_head_dim
+        return _per_block(heads, len(self.block_out_channels), "num_attention_heads")
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        return _per_block(self.layers_per_block, len(self.block_out_channels), "layers_per_block")
+
+    @property
+    def transformer_layers(self) -> tuple[int, ...]:
+        return _per_block(self.transformer_layers_per_block, len(self.block_out_channels), "transformer_layers_per_block")
+
+    @classmethod
+    def from_diffusers(cls, config: Mapping[str, Any], *, source: str = "config") -> UNetConfig:
+        """Reads a diffusers `UNet2DConditionModel` config.json dict; unsupported features raise, naming the key."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {}
+        for key, value in config.items():
+            if key in fields:
+                kwargs[key] = value
+            elif key in _SUPPORTED_ONLY:
+                if value not in _SUPPORTED_ONLY[key]:
+                    raise ValueError(
+                        f"{source}: {key}={value!r} is not supported by emo_jax's UNet "
+                        f"(supported: {_SUPPORTED_ONLY[key]})"
+                    )
+            elif key not in _NO_EFFECT and not key.startswith("_"):
+                log.warning("%s: ignoring unknown UNet config key %r=%r", source, key, value)
+        return cls(**kwargs)
+
+    def to_diffusers(self) -> dict[str, Any]:
+        """The diffusers config.json dict of this architecture (`UNet2DConditionModel(**d)` builds its twin)."""
+        d = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        return {"_class_name": "UNet2DConditionModel", **d}
+
+
+class UNet(nnx.Module):
+    """Conditional denoiser: `unet(sample, timesteps, encoder_hidden_states)`.
+
+    sample: [B, H, W, in_channels] (any H, W; sizes that do not halve evenly are restored on the way up);
+    timesteps: [] or [B]; encoder_hidden_states: [B, L, cross_attention_dim] -> [B, H, W, out_channels].
+    """
+
+    def __init__(self, config: UNetConfig, *, compute: Compute = Compute(), rngs: nnx.Rngs):
+        self.config = config
+        c = config
+        channels = c.block_out_channels
+        n = len(channels)
+        time_embed_dim = channels[0] * 4
+
+        def transformer(num_heads: int, num_layers: int, ch: int) -> Transformer2DModel:
+            return Transformer2DModel(
+                ch,
+                num_attention_heads=num_heads,
+                attention_head_dim=ch // num_heads,
+                cross_attention_dim=c.cross_attention_dim,
+                num_layers=num_layers,
+                norm_num_groups=c.norm_num_groups,
+                compute=compute,
+                rngs=rngs,
+            )
+
+        common = dict(temb_channels=time_embed_dim, resnet_groups=c.norm_num_groups, resnet_eps=c.norm_eps,
+                      compute=compute, rngs=rngs)
+
+        self.conv_in = conv(c.in_channels, channels[0], compute, rngs)
+        self.time_embedding = TimestepEmbedding(channels[0], time_embed_dim, compute=compute, rngs=rngs)
+
+        down_blocks = []
+        for i, kind in enumerate(c.down_block_types):
+            down_blocks.append(
+                DownBlock2D(
+                    channels[max(i - 1, 0)],
+                    channels[i],
+                    num_layers=c.layers[i],
+                    add_downsample=i < n - 1,
+                    make_attention=(
+                        functools.partial(transformer, c.heads[i], c.transformer_layers[i]) if kind == CROSS_ATTN_DOWN else None
+                    ),
+                    downsample_padding=c.downsample_padding,
+                    **common,
+                )
+            )
+        self.down_blocks = nnx.List(down_blocks)
+
+        self.mid_block = MidBlock2D(
+            channels[-1],
+            make_attention=functools.partial(transformer, c.heads[-1], c.transformer_layers[-1]),
+            output_scale_factor=c.mid_block_scale_factor,
+            **common,
+        )
+
+        rev_channels, rev_heads = channels[::-1], c.heads[::-1]
+        rev_layers, rev_tlayers = c.layers[::-1], c.transformer_layers[::-1]
+        up_blocks = []
+        for i, kind in enumerate(c.up_block_types):
+            num_layers = rev_layers[i] + 1
+            skip_in = rev_channels[min(i + 1, n - 1)]
+            up_blocks.append(
+                UpBlock2D(
+                    rev_channels[max(i - 1, 0)],
+                    rev_channels[i],
+                    num_layers=num_layers,
+                    add_upsample=i < n - 1,
+                    skip_channels=[rev_channels[i]] * (num_layers - 1) + [skip_in],
+                    make_attention=(
+                        functools.partial(transformer, rev_heads[i], rev_tlayers[i]) if kind == CROSS_ATTN_UP else None
+                    ),
+                    **common,
+                )
+            )
+        self.up_blocks = nnx.List(up_blocks)
+
+        self.conv_norm_out = group_norm(channels[0], c.norm_num_groups, c.norm_eps, compute, rngs)
+        self.conv_out = conv(channels[0], c.out_channels, compute, rngs)
+
+    def __call__(self, sample: jax.Array, timesteps: jax.Array, encoder_hidden_states: jax.Array) -> jax.Array:
+        c = self.config
+        timesteps = jnp.broadcast_to(jnp.asarray(timesteps), (sample.shape[0],))
+        t_emb = timestep_embedding(
+            timesteps, c.block_out_channels[0], flip_sin_to_cos=c.flip_sin_to_cos, freq_shift=c.freq_shift
+        )
+        temb = self.time_embedding(t_emb)
+
+        x = self.conv_in(sample)
+        skips = [x]
+        for block in self.down_blocks:
+            x, block_skips = block(x, temb, encoder_hidden_states)
+            skips.extend(block_skips)
+
+        x = self.mid_block(x, temb, encoder_hidden_states)
+
+        for block in self.up_blocks:
+            n = len(block.resnets)
+            block_skips, skips = skips[-n:], skips[:-n]
+            # Upsample to the size of the skip the next block concatenates (2x unless a size was odd).
+            upsample_size = tuple(skips[-1].shape[1:3]) if block.upsamplers is not None else None
+            x = block(x, block_skips, temb, encoder_hidden_states, upsample_size)
+
+        return self.conv_out(jax.nn.silu(self.conv_norm_out(x)))

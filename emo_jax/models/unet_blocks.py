@@ -1,0 +1,195 @@
+"""The down, mid and up stages shared by the UNet and the VAE (diffusers `unet_2d_blocks.py`).
+
+One class per stage kind. Whether a stage has attention after each resnet is the `make_attention`
+argument (a factory `channels -> module`, or None), so diffusers' CrossAttnDownBlock2D / DownBlock2D /
+DownEncoderBlock2D are one `DownBlock2D`, and likewise up and mid.
+An attention module is called as `attn(x, context)`; in the VAE, context is None and the spatial
+attention attends to its own input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from emo_jax.models.layers import Compute
+from emo_jax.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
+
+AttentionFactory = Callable[[int], nnx.Module]
+
+
+class DownBlock2D(nnx.Module):
+    """`num_layers` x (resnet [-> attention]) then an optional stride-2 downsampler.
+
+    x: [B, H, W, Cin] -> ([B, H', W', Cout], skips), one skip per resnet and one after the downsampler.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        num_layers: int,
+        temb_channels: int | None,
+        add_downsample: bool,
+        make_attention: AttentionFactory | None = None,
+        resnet_groups: int = 32,
+        resnet_eps: float = 1e-5,
+        downsample_padding: int = 1,
+        compute: Compute,
+        rngs: nnx.Rngs,
+    ):
+        self.resnets = nnx.List(
+            [
+                ResnetBlock2D(
+                    in_channels if i == 0 else out_channels,
+                    out_channels,
+                    temb_channels=temb_channels,
+                    groups=resnet_groups,
+                    eps=resnet_eps,
+                    compute=compute,
+                    rngs=rngs,
+                )
+                for i in range(num_layers)
+            ]
+        )
+        self.attentions = nnx.List([make_attention(out_channels) for _ in range(num_layers)]) if make_attention else None
+        self.downsamplers = (
+            nnx.List(
+                [
+                    Downsample2D(
+                        out_channels, out_channels, padding=downsample_padding, compute=compute, rngs=rngs
+                    )
+                ]
+            )
+            if add_downsample
+            else None
+        )
+
+    def __call__(
+        self, x: jax.Array, temb: jax.Array | None = None, context: jax.Array | None = None
+    ) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+        skips = []
+        for i, resnet in enumerate(self.resnets):
+            x = resnet(x, temb)
+            if self.attentions is not None:
+                x = self.attentions[i](x, context)
+            skips.append(x)
+        if self.downsamplers is not None:
+            x = self.downsamplers[0](x)
+            skips.append(x)
+        return x, tuple(skips)
+
+
+class MidBlock2D(nnx.Module):
+    """resnet, then `num_layers` x (attention -> resnet). [B, H, W, C] -> [B, H, W, C].
+
+    diffusers `UNetMidBlock2DCrossAttn` (transformer attention) and `UNetMidBlock2D` (VAE spatial attention).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        temb_channels: int | None,
+        make_attention: AttentionFactory | None,
+        num_layers: int = 1,
+        resnet_groups: int = 32,
+        resnet_eps: float = 1e-5,
+        output_scale_factor: float = 1.0,
+        compute: Compute,
+        rngs: nnx.Rngs,
+    ):
+        self.resnets = nnx.List(
+            [
+                ResnetBlock2D(
+                    channels,
+                    channels,
+                    temb_channels=temb_channels,
+                    groups=resnet_groups,
+                    eps=resnet_eps,
+                    output_scale_factor=output_scale_factor,
+                    compute=compute,
+                    rngs=rngs,
+                )
+                for _ in range(num_layers + 1)
+            ]
+        )
+        self.attentions = nnx.List([make_attention(channels) for _ in range(num_layers)]) if make_attention else None
+
+    def __call__(self, x: jax.Array, temb: jax.Array | None = None, context: jax.Array | None = None) -> jax.Array:
+        x = self.resnets[0](x, temb)
+        for i, resnet in enumerate(self.resnets[1:]):
+            if self.attentions is not None:
+                x = self.attentions[i](x, context)
+            x = resnet(x, temb)
+        return x
+
+
+class UpBlock2D(nnx.Module):
+    """`num_layers` x ([concat skip ->] resnet [-> attention]) then an optional 2x upsampler.
+
+    With `skip_channels` (the UNet), resnet i reads the running features concatenated with skip
+    `skip_channels[i]` channels wide, consumed from the end of the down path; without (the VAE decoder)
+    it reads the running features alone.
+    x: [B, H, W, Cprev] -> [B, 2H, 2W, Cout] (or [B, *upsample_size, Cout]).
+    """
+
+    def __init__(
+        self,
+        prev_output_channel: int,
+        out_channels: int,
+        *,
+        num_layers: int,
+        temb_channels: int | None,
+        add_upsample: bool,
+        skip_channels: Sequence[int] | None = None,
+        make_attention: AttentionFactory | None = None,
+        resnet_groups: int = 32,
+        resnet_eps: float = 1e-5,
+        compute: Compute,
+        rngs: nnx.Rngs,
+    ):
+        if skip_channels is not None and len(skip_channels) != num_layers:
+            raise ValueError(f"UpBlock2D: {num_layers} layers but {len(skip_channels)} skip widths")
+        self.uses_skips = skip_channels is not None
+        self.resnets = nnx.List(
+            [
+                ResnetBlock2D(
+                    (prev_output_channel if i == 0 else out_channels) + (skip_channels[i] if skip_channels else 0),
+                    out_channels,
+                    temb_channels=temb_channels,
+                    groups=resnet_groups,
+                    eps=resnet_eps,
+                    compute=compute,
+                    rngs=rngs,
+                )
+                for i in range(num_layers)
+            ]
+        )
+        self.attentions = nnx.List([make_attention(out_channels) for _ in range(num_layers)]) if make_attention else None
+        self.upsamplers = (
+            nnx.List([Upsample2D(out_channels, out_channels, compute=compute, rngs=rngs)]) if add_upsample else None
+        )
+
+    def __call__(
+        self,
+        x: jax.Array,
+        skips: Sequence[jax.Array] = (),
+        temb: jax.Array | None = None,
+        context: jax.Array | None = None,
+        upsample_size: tuple[int, int] | None = None,
+    ) -> jax.Array:
+        skips = list(skips)
+        for i, resnet in enumerate(self.resnets):
+            if self.uses_skips:
+                x = jnp.concatenate([x, skips.pop()], axis=-1)
+            x = resnet(x, temb)
+            if self.attentions is not None:
+                x = self.attentions[i](x, context)
+        if self.upsamplers is not None:
+            x = self.upsamplers[0](x, upsample_size)
+        return x

@@ -1,0 +1,45 @@
+"""Helpers for parity tests against the PyTorch peers (diffusers, transformers)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import numpy as np
+import pytest
+
+
+def require(module: str):
+    """Imports a test-only peer; skips when it is absent locally, fails under CI where it must be installed."""
+    if os.environ.get("CI"):
+        return importlib.import_module(module)
+    return pytest.importorskip(module)
+
+
+def perturb_vectors(torch_module, seed: int = 0, scale: float = 0.1) -> None:
+    """Adds noise to every 1-D parameter (norm scales/biases start at 1/0 and would hide a mapping bug)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in torch_module.parameters():
+            if param.ndim == 1:
+                param.add_(scale * torch.randn(param.shape, generator=gen))
+
+
+def state_dict_numpy(torch_module) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy() for k, v in torch_module.state_dict().items()}
+
+
+def rel_err(ours: np.ndarray, ref: np.ndarray) -> float:
+    """||ours - ref|| / ||ref||."""
+    ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
+    return float(np.linalg.norm(ours - ref) / np.linalg.norm(ref))
+
+
+def nchw(x) -> np.ndarray:
+    return np.asarray(x).transpose(0, 3, 1, 2)
+
+
+def nhwc(x) -> np.ndarray:
+    return np.asarray(x).transpose(0, 2, 3, 1)
