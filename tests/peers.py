@@ -38,8 +38,8 @@ def rel_err(ours: np.ndarray, ref: np.ndarray) -> float:
 
 
 def nchw(x) -> np.ndarray:
-    return np.asarray(x).transpose(0, 3, 1, 2)
+    return np.array(np.asarray(x).transpose(0, 3, 1, 2))  # a writable copy, as torch.from_numpy wants
 
 
 def nhwc(x) -> np.ndarray:
-    return np.asarray(x).transpose(0, 2, 3, 1)
+    return np.array(np.asarray(x).transpose(0, 2, 3, 1))

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 Dtype = Any
+ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn", "chunked")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,17 +24,17 @@ class Compute:
 
     dtype: activations and matmul inputs (bf16 on accelerators); norms and softmax still reduce in fp32.
     param_dtype: stored parameters (fp32 for training and conversion).
-    attention: `jax.nn.dot_product_attention` implementation: 'xla' or 'cudnn' (falls back to 'xla'
-      where cuDNN cannot run the call; see `attention.dot_product_attention`).
+    attention: 'auto' (default: the fastest per backend), 'xla', 'cudnn' or 'chunked';
+      see `attention.dot_product_attention`.
     """
 
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
-    attention: str = "xla"
+    attention: str = "auto"
 
     def __post_init__(self):
-        if self.attention not in ("xla", "cudnn"):
-            raise ValueError(f"Compute.attention must be 'xla' or 'cudnn', got {self.attention!r}")
+        if self.attention not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(f"Compute.attention must be one of {ATTENTION_IMPLEMENTATIONS}, got {self.attention!r}")
 
 
 def zeros_init() -> nnx.Initializer:

@@ -1,0 +1,127 @@
+"""Benchmarks: `python -m emo_jax.bench unet [options]`.
+
+unet: the jitted Flax UNet forward against diffusers' PyTorch forward, same config, weights and inputs, on
+this machine: warm-up calls, then the median of `--repeats` timed calls each. PyTorch is timed only when
+torch and diffusers are installed (the `test` extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from emo_jax.models import Compute, UNet, UNetConfig
+from emo_jax.models.layers import ATTENTION_IMPLEMENTATIONS
+
+
+def median_seconds(fn: Callable[[], object], *, warmup: int, repeats: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_unet(args: argparse.Namespace) -> None:
+    channels = tuple(int(c) for c in args.channels.split(","))
+    n = len(channels)
+    config = UNetConfig(
+        block_out_channels=channels,
+        down_block_types=("CrossAttnDownBlock2D",) * (n - 1) + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1),
+        layers_per_block=args.layers,
+        attention_head_dim=args.heads,
+        cross_attention_dim=args.cross_dim,
+        norm_num_groups=32,
+    )
+    compute = Compute(dtype=jnp.dtype(args.dtype), attention=args.attention)
+    rng = np.random.default_rng(0)
+    sample = rng.standard_normal((args.batch, args.size, args.size, 4), dtype=np.float32)
+    timesteps = rng.integers(0, 1000, size=args.batch)
+    context = rng.standard_normal((args.batch, args.tokens, args.cross_dim), dtype=np.float32)
+
+    try:
+        import diffusers
+        import torch
+    except ImportError:
+        torch = None
+        print("torch/diffusers not installed: timing JAX only (pip install 'emo-jax[test]' for the comparison)")
+
+    if torch is not None:
+        from emo_jax.convert import from_diffusers_unet
+        from emo_jax.convert.verify import relative_error
+
+        torch.manual_seed(0)
+        torch.set_num_threads(os.cpu_count())
+        peer = diffusers.UNet2DConditionModel(**config.to_diffusers()).eval()
+        model = from_diffusers_unet({k: v.numpy() for k, v in peer.state_dict().items()}, dict(peer.config), compute=compute)
+    else:
+        model = UNet(config, compute=compute, rngs=nnx.Rngs(0))
+
+    graphdef, state = nnx.split(model)
+    forward = jax.jit(lambda state, x, t, c: nnx.merge(graphdef, state)(x, t, c))
+    inputs = (jnp.asarray(sample, compute.dtype), jnp.asarray(timesteps), jnp.asarray(context, compute.dtype))
+    params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    print(
+        f"UNet {list(channels)}, {args.layers} layers/block, {args.heads} heads, {params / 1e6:.1f} M params; "
+        f"input [{args.batch}, {args.size}, {args.size}, 4], context [{args.batch}, {args.tokens}, {args.cross_dim}]; "
+        f"JAX {jax.default_backend()} {args.dtype}, {args.attention} attention, {os.cpu_count()} CPU cores"
+    )
+    start = time.perf_counter()
+    ours = jax.block_until_ready(forward(state, *inputs))
+    print(f"  JAX compile + first call: {time.perf_counter() - start:.2f} s")
+    jax_s = median_seconds(lambda: jax.block_until_ready(forward(state, *inputs)), warmup=args.warmup, repeats=args.repeats)
+    print(f"  JAX  (jit)      median of {args.repeats}: {jax_s * 1e3:8.1f} ms")
+    if torch is None:
+        return
+
+    torch_inputs = (
+        torch.from_numpy(sample.transpose(0, 3, 1, 2).copy()),
+        torch.from_numpy(timesteps),
+        torch.from_numpy(context),
+    )
+    with torch.inference_mode():
+        reference = peer(*torch_inputs).sample.numpy().transpose(0, 2, 3, 1)
+        torch_s = median_seconds(lambda: peer(*torch_inputs), warmup=args.warmup, repeats=args.repeats)
+    print(f"  PyTorch (eager) median of {args.repeats}: {torch_s * 1e3:8.1f} ms  (torch {torch.__version__}, {torch.get_num_threads()} threads)")
+    print(f"  PyTorch / JAX time: {torch_s / jax_s:.2f}x  (> 1: JAX faster)")
+    print(f"  relative error JAX vs PyTorch: {relative_error(ours, reference):.2e}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m emo_jax.bench", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="bench", required=True)
+    unet = sub.add_parser("unet", help="UNet forward, JAX vs PyTorch")
+    unet.add_argument("--channels", default="64,128,256", help="block_out_channels, comma-separated")
+    unet.add_argument("--layers", type=int, default=2, help="layers per block")
+    unet.add_argument("--heads", type=int, default=8)
+    unet.add_argument("--cross-dim", type=int, default=768)
+    unet.add_argument("--tokens", type=int, default=77, help="context tokens")
+    unet.add_argument("--size", type=int, default=32, help="latent height = width")
+    unet.add_argument("--batch", type=int, default=2)
+    unet.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="JAX compute dtype")
+    unet.add_argument("--attention", default="auto", choices=ATTENTION_IMPLEMENTATIONS)
+    unet.add_argument("--warmup", type=int, default=2)
+    unet.add_argument("--repeats", type=int, default=10)
+    unet.set_defaults(func=bench_unet)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

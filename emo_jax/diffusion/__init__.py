@@ -1,0 +1,1 @@
+"""Diffusion math as pure functions: noise schedules (later: training loss, DDIM sampler, guidance)."""

@@ -1,0 +1,60 @@
+"""The attention dispatch: every implementation computes the same softmax attention."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from emo_jax.models.attention import chunked_attention, dot_product_attention
+
+
+def reference_attention(q, k, v):
+    """numpy float64 softmax(q k^T / sqrt(d)) v over [B, T, N, D]."""
+    q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
+    logits = np.einsum("btnd,bsnd->bnts", q, k) / np.sqrt(q.shape[-1])
+    weights = np.exp(logits - logits.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    return np.einsum("bnts,bsnd->btnd", weights, v)
+
+
+def _qkv(t, s, seed=0):
+    rng = np.random.default_rng(seed)
+    q = rng.standard_normal((2, t, 3, 8), dtype=np.float32)
+    k = rng.standard_normal((2, s, 3, 8), dtype=np.float32)
+    v = rng.standard_normal((2, s, 3, 8), dtype=np.float32)
+    return q, k, v
+
+
+@pytest.mark.parametrize("implementation", ["auto", "xla", "cudnn", "chunked"])
+def test_implementations_agree_with_reference(implementation):
+    q, k, v = _qkv(100, 37)
+    out = dot_product_attention(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), implementation=implementation)
+    np.testing.assert_allclose(out, reference_attention(q, k, v), atol=2e-6)
+
+
+@pytest.mark.parametrize("chunk", [16, 32, 64, 100, 128])
+def test_chunked_attention_blocks_and_padding_are_exact(chunk):
+    # 100 queries: blocks of 16/32/64 leave a padded last block; 100/128 take the unchunked path.
+    q, k, v = _qkv(100, 37, seed=1)
+    out = jax.jit(chunked_attention, static_argnames="chunk")(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), chunk=chunk)
+    assert out.shape == q.shape
+    np.testing.assert_allclose(out, reference_attention(q, k, v), atol=2e-6)
+
+
+@pytest.mark.parametrize("implementation", ["xla", "chunked"])
+def test_bf16_inputs_take_fp32_logits(implementation):
+    # Logits 128.25 and 128 (head dim 4, scale 1/2): bf16 rounds both to 128 (weights 0.5/0.5), fp32 keeps
+    # them apart (weights sigmoid(0.25) = 0.562 / 0.438). Values 1 and 0 read the first weight out.
+    q = np.array([16, 1, 0, 0], np.float32).reshape(1, 1, 1, 4)
+    k = np.array([[16, 0.5, 0, 0], [16, 0, 0, 0]], np.float32).reshape(1, 2, 1, 4)
+    v = np.array([[1, 0, 0, 0], [0, 0, 0, 0]], np.float32).reshape(1, 2, 1, 4)
+    out = dot_product_attention(*(jnp.asarray(a, jnp.bfloat16) for a in (q, k, v)), implementation=implementation)
+    assert out.dtype == jnp.bfloat16
+    assert abs(float(out[0, 0, 0, 0]) - 1 / (1 + np.exp(-0.25))) < 4e-3
+
+
+def test_unknown_implementation_is_refused():
+    from emo_jax.models import Compute
+
+    with pytest.raises(ValueError, match="Compute.attention"):
+        Compute(attention="flash")

@@ -1,0 +1,80 @@
+"""The `emo-jax` command line as a user runs it."""
+
+import json
+
+import numpy as np
+import pytest
+from peers import require
+
+from emo_jax.cli import NOT_BUILT, main
+from emo_jax.config import load_config
+from emo_jax.demo import run_demo
+
+
+def test_help_lists_every_subcommand(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for name in ["demo", "convert", "bench", *NOT_BUILT]:
+        assert name in out
+
+
+def test_unbuilt_subcommand_says_so(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train"])
+    assert info.value.code == 2
+    assert "not built yet" in capsys.readouterr().err
+
+
+def test_demo_runs_on_the_bundled_config(capsys):
+    main(["demo"])
+    out = capsys.readouterr().out
+    assert "image      [1, 64, 64, 3]" in out
+    assert "noise_pred [1, 32, 32, 4]" in out
+    assert "decoded    [1, 64, 64, 3]" in out
+
+
+def test_demo_is_reproducible_from_its_seed():
+    config = load_config("tiny")
+    first, again = run_demo(config), run_demo(config)
+    config.seed = 1
+    other = run_demo(config)
+    for name, value in first.outputs.items():
+        assert np.isfinite(value).all()
+        np.testing.assert_array_equal(value, again.outputs[name])
+        assert not np.allclose(value, other.outputs[name])
+
+
+def test_missing_config_is_a_clear_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--config", "no/such/config.py"])
+    assert info.value.code == 1
+    assert "no/such/config.py" in capsys.readouterr().err
+
+
+@pytest.mark.parity
+def test_convert_pipeline_folder_and_verify(tmp_path, capsys):
+    torch = require("torch")
+    diffusers = require("diffusers")
+    from test_convert import TINY_UNET, TINY_VAE
+
+    torch.manual_seed(0)
+    pipeline = tmp_path / "pipeline"
+    diffusers.UNet2DConditionModel(**TINY_UNET.to_diffusers()).save_pretrained(pipeline / "unet")
+    diffusers.AutoencoderKL(**TINY_VAE.to_diffusers()).save_pretrained(pipeline / "vae")
+    (pipeline / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+
+    main(["convert", str(pipeline), "--out", str(tmp_path / "out"), "--verify"])
+    out = capsys.readouterr().out
+    errors = [float(line.rsplit("relative error ", 1)[1].split()[0]) for line in out.splitlines() if "verify" in line]
+    assert len(errors) == 3  # unet noise prediction, vae encode mean, vae decode
+    assert max(errors) < 1e-5, out
+    assert (tmp_path / "out" / "unet" / "config.json").is_file() and (tmp_path / "out" / "vae" / "params").is_dir()
+
+
+def test_convert_of_a_non_model_folder_fails_cleanly(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["convert", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert info.value.code == 1
+    assert "no config.json" in capsys.readouterr().err
