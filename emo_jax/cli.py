@@ -36,8 +36,8 @@ def _demo(args: argparse.Namespace) -> None:
         "noise_pred": f"UNet noise prediction at t={config.demo_timestep}",
         "decoded": "VAE decode of the predicted clean latent",
     }
-    for name, shape in result.shapes.items():
-        print(f"  {name:<10} {str(list(shape)):<16} {descriptions[name]}")
+    for name, description in descriptions.items():
+        print(f"  {name:<10} {str(list(result.shapes[name])):<16} {description}")
     print(f"  time: first call {result.first_call_s:.2f} s (XLA compile + run), then {result.step_s * 1e3:.1f} ms per step")
 
 

@@ -55,3 +55,27 @@ def test_posterior_sample_has_posterior_statistics():
     samples = DiagonalGaussian(mean, logvar).sample(jax.random.key(0))
     assert abs(float(samples.mean()) - 0.5) < 0.02
     assert abs(float(samples.std()) - 0.5) < 0.02
+
+
+@pytest.mark.parity
+def test_deprecated_attention_key_names_convert():
+    torch = require("torch")
+    diffusers = require("diffusers")
+    from emo_jax.convert.diffusers import _VAE_ATTENTION_NAMES
+
+    config, _ = CASES["1layer_2blocks"]
+    torch.manual_seed(0)
+    peer = diffusers.AutoencoderKL(**config.to_diffusers()).eval()
+    state_dict = state_dict_numpy(peer)
+    old_names = {new: old for old, new in _VAE_ATTENTION_NAMES.items()}
+    legacy = {}
+    for key, value in state_dict.items():
+        for new, old in old_names.items():
+            key = key.replace(f".attentions.0.{new}.", f".attentions.0.{old}.")
+        legacy[key] = value
+    assert "encoder.mid_block.attentions.0.proj_attn.weight" in legacy
+    image = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (1, 16, 16, 3)).astype(np.float32))
+    np.testing.assert_array_equal(
+        from_diffusers_vae(legacy, dict(peer.config)).encode(image).mean,
+        from_diffusers_vae(state_dict, dict(peer.config)).encode(image).mean,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,13 +15,31 @@ from emo_jax.convert.state_dict import load_state_dict
 from emo_jax.models import AutoencoderKL, Compute, UNet, abstract_model
 
 
+# Older VAE checkpoints (e.g. the original SD1.5 vae/diffusion_pytorch_model.bin) name the mid-block
+# attention's projections as the pre-2023 `AttentionBlock` did; diffusers renames them on load too.
+_DEPRECATED_VAE_ATTENTION = re.compile(r"(\.attentions\.\d+\.)(query|key|value|proj_attn)\.")
+_VAE_ATTENTION_NAMES = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
+
+
+def _rename_deprecated_vae_attention(key: str) -> str:
+    return _DEPRECATED_VAE_ATTENTION.sub(lambda m: f"{m[1]}{_VAE_ATTENTION_NAMES[m[2]]}.", key)
+
+
+_RENAMES = {"AutoencoderKL": _rename_deprecated_vae_attention}
+
+
+def _convert(state_dict: Mapping[str, np.ndarray], config: Mapping[str, Any], compute: Compute, source: str) -> nnx.Module:
+    model = abstract_model(config, compute=compute, source=source)
+    return load_state_dict(model, state_dict, source=source, rename=_RENAMES.get(config["_class_name"]))
+
+
 def _from_diffusers(
     class_name: str, state_dict: Mapping[str, np.ndarray], config: Mapping[str, Any], compute: Compute, source: str
 ) -> nnx.Module:
     config = {**config, "_class_name": config.get("_class_name", class_name)}
     if config["_class_name"] != class_name:
         raise ValueError(f"{source}: config is a {config['_class_name']}, expected {class_name}")
-    return load_state_dict(abstract_model(config, compute=compute, source=source), state_dict, source=source)
+    return _convert(state_dict, config, compute, source)
 
 
 def from_diffusers_unet(
@@ -50,5 +69,4 @@ def from_diffusers_folder(
 ) -> UNet | AutoencoderKL:
     """A diffusers model folder (config.json + weights) -> the matching emo_jax model, chosen by `_class_name`."""
     config, state_dict = read_diffusers_folder(folder, variant=variant)
-    source = str(folder)
-    return load_state_dict(abstract_model(config, compute=compute, source=source), state_dict, source=source)
+    return _convert(state_dict, config, compute, str(folder))
