@@ -67,7 +67,7 @@ def test_diffusers_folder_in_both_formats(peer_unet, tmp_path, safe_serializatio
     model = from_diffusers_folder(tmp_path)
     sample, t, context = _inputs()
     with torch.no_grad():
-        expected = peer_unet(torch.from_numpy(nchw(sample)), torch.from_numpy(np.asarray(t)), torch.from_numpy(np.asarray(context))).sample
+        expected = peer_unet(torch.from_numpy(nchw(sample)), torch.from_numpy(np.array(t)), torch.from_numpy(np.array(context))).sample
     assert rel_err(model(sample, t, context), nhwc(expected.numpy())) < 1e-5
 
 

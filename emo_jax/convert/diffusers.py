@@ -14,7 +14,6 @@ from emo_jax.convert.files import read_diffusers_folder
 from emo_jax.convert.state_dict import load_state_dict
 from emo_jax.models import AutoencoderKL, Compute, UNet, abstract_model
 
-
 # Older VAE checkpoints (e.g. the original SD1.5 vae/diffusion_pytorch_model.bin) name the mid-block
 # attention's projections as the pre-2023 `AttentionBlock` did; diffusers renames them on load too.
 _DEPRECATED_VAE_ATTENTION = re.compile(r"(\.attentions\.\d+\.)(query|key|value|proj_attn)\.")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,10 +18,9 @@ from flax import nnx
 
 from emo_jax.models.attention import Transformer2DModel
 from emo_jax.models.conditioning import TimestepEmbedding, timestep_embedding
+from emo_jax.models.diffusers_config import fields_from_diffusers, to_diffusers_dict
 from emo_jax.models.layers import Compute, conv, group_norm
 from emo_jax.models.unet_blocks import DownBlock2D, MidBlock2D, UpBlock2D
-
-log = logging.getLogger(__name__)
 
 CROSS_ATTN_DOWN, DOWN = "CrossAttnDownBlock2D", "DownBlock2D"
 CROSS_ATTN_UP, UP = "CrossAttnUpBlock2D", "UpBlock2D"
@@ -141,25 +139,11 @@ class UNetConfig:
     @classmethod
     def from_diffusers(cls, config: Mapping[str, Any], *, source: str = "config") -> UNetConfig:
         """Reads a diffusers `UNet2DConditionModel` config.json dict; unsupported features raise, naming the key."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {}
-        for key, value in config.items():
-            if key in fields:
-                kwargs[key] = value
-            elif key in _SUPPORTED_ONLY:
-                if value not in _SUPPORTED_ONLY[key]:
-                    raise ValueError(
-                        f"{source}: {key}={value!r} is not supported by emo_jax's UNet "
-                        f"(supported: {_SUPPORTED_ONLY[key]})"
-                    )
-            elif key not in _NO_EFFECT and not key.startswith("_"):
-                log.warning("%s: ignoring unknown UNet config key %r=%r", source, key, value)
-        return cls(**kwargs)
+        return cls(**fields_from_diffusers(cls, config, supported_only=_SUPPORTED_ONLY, no_effect=_NO_EFFECT, source=source))
 
     def to_diffusers(self) -> dict[str, Any]:
         """The diffusers config.json dict of this architecture (`UNet2DConditionModel(**d)` builds its twin)."""
-        d = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-        return {"_class_name": "UNet2DConditionModel", **d}
+        return to_diffusers_dict(self, "UNet2DConditionModel")
 
 
 class UNet(nnx.Module):

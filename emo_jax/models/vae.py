@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,13 +11,14 @@ import jax.numpy as jnp
 from flax import nnx, struct
 
 from emo_jax.models.attention import Attention
+from emo_jax.models.diffusers_config import fields_from_diffusers, to_diffusers_dict
 from emo_jax.models.layers import Compute, conv, group_norm
 from emo_jax.models.unet_blocks import DownBlock2D, MidBlock2D, UpBlock2D
 
-log = logging.getLogger(__name__)
-
 _SUPPORTED_ONLY = {
     "act_fn": ("silu",),
+    "down_block_types": lambda types: all(t == "DownEncoderBlock2D" for t in types),
+    "up_block_types": lambda types: all(t == "UpDecoderBlock2D" for t in types),
     "shift_factor": (None, 0.0),
     "latents_mean": (None,),
     "latents_std": (None,),
@@ -47,32 +47,13 @@ class AutoencoderKLConfig:
     @classmethod
     def from_diffusers(cls, config: Mapping[str, Any], *, source: str = "config") -> AutoencoderKLConfig:
         """Reads a diffusers `AutoencoderKL` config.json dict; unsupported features raise, naming the key."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {}
-        for key, value in config.items():
-            if key in fields:
-                kwargs[key] = value
-            elif key in ("down_block_types", "up_block_types"):
-                expected = "DownEncoderBlock2D" if key == "down_block_types" else "UpDecoderBlock2D"
-                if any(v != expected for v in value):
-                    raise ValueError(f"{source}: {key}={value!r} is not supported (only {expected})")
-            elif key in _SUPPORTED_ONLY:
-                if value not in _SUPPORTED_ONLY[key]:
-                    raise ValueError(
-                        f"{source}: {key}={value!r} is not supported by emo_jax's VAE "
-                        f"(supported: {_SUPPORTED_ONLY[key]})"
-                    )
-            elif key not in _NO_EFFECT and not key.startswith("_"):
-                log.warning("%s: ignoring unknown VAE config key %r=%r", source, key, value)
-        return cls(**kwargs)
+        return cls(**fields_from_diffusers(cls, config, supported_only=_SUPPORTED_ONLY, no_effect=_NO_EFFECT, source=source))
 
     def to_diffusers(self) -> dict[str, Any]:
         """The diffusers config.json dict of this architecture (`AutoencoderKL(**d)` builds its twin)."""
         n = len(self.block_out_channels)
-        d = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
         return {
-            "_class_name": "AutoencoderKL",
-            **d,
+            **to_diffusers_dict(self, "AutoencoderKL"),
             "down_block_types": ["DownEncoderBlock2D"] * n,
             "up_block_types": ["UpDecoderBlock2D"] * n,
         }
