@@ -18,7 +18,7 @@ from flax import nnx
 
 from emo_jax.models.attention import Transformer2DModel
 from emo_jax.models.conditioning import TimestepEmbedding, timestep_embedding
-from emo_jax.models.diffusers_config import fields_from_diffusers, to_diffusers_dict
+from emo_jax.models.hf_config import read_hf_config, to_diffusers_config
 from emo_jax.models.layers import Compute, conv, group_norm
 from emo_jax.models.unet_blocks import DownBlock2D, MidBlock2D, UpBlock2D
 
@@ -139,11 +139,11 @@ class UNetConfig:
     @classmethod
     def from_diffusers(cls, config: Mapping[str, Any], *, source: str = "config") -> UNetConfig:
         """Reads a diffusers `UNet2DConditionModel` config.json dict; unsupported features raise, naming the key."""
-        return cls(**fields_from_diffusers(cls, config, supported_only=_SUPPORTED_ONLY, no_effect=_NO_EFFECT, source=source))
+        return cls(**read_hf_config(cls, config, supported_only=_SUPPORTED_ONLY, no_effect=_NO_EFFECT, source=source))
 
     def to_diffusers(self) -> dict[str, Any]:
         """The diffusers config.json dict of this architecture (`UNet2DConditionModel(**d)` builds its twin)."""
-        return to_diffusers_dict(self, "UNet2DConditionModel")
+        return to_diffusers_config(self, "UNet2DConditionModel")
 
 
 class UNet(nnx.Module):

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from flax import nnx, struct
 
 from emo_jax.models.attention import Attention
-from emo_jax.models.diffusers_config import fields_from_diffusers, to_diffusers_dict
+from emo_jax.models.hf_config import read_hf_config, to_diffusers_config
 from emo_jax.models.layers import Compute, conv, group_norm
 from emo_jax.models.unet_blocks import DownBlock2D, MidBlock2D, UpBlock2D
 
@@ -47,13 +47,13 @@ class AutoencoderKLConfig:
     @classmethod
     def from_diffusers(cls, config: Mapping[str, Any], *, source: str = "config") -> AutoencoderKLConfig:
         """Reads a diffusers `AutoencoderKL` config.json dict; unsupported features raise, naming the key."""
-        return cls(**fields_from_diffusers(cls, config, supported_only=_SUPPORTED_ONLY, no_effect=_NO_EFFECT, source=source))
+        return cls(**read_hf_config(cls, config, supported_only=_SUPPORTED_ONLY, no_effect=_NO_EFFECT, source=source))
 
     def to_diffusers(self) -> dict[str, Any]:
         """The diffusers config.json dict of this architecture (`AutoencoderKL(**d)` builds its twin)."""
         n = len(self.block_out_channels)
         return {
-            **to_diffusers_dict(self, "AutoencoderKL"),
+            **to_diffusers_config(self, "AutoencoderKL"),
             "down_block_types": ["DownEncoderBlock2D"] * n,
             "up_block_types": ["UpDecoderBlock2D"] * n,
         }

@@ -1,4 +1,4 @@
-"""Reading and writing diffusers config.json dicts for our config dataclasses."""
+"""Reading Hugging Face config.json dicts (diffusers, transformers) into our config dataclasses, and back."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 Supported = tuple[Any, ...] | Callable[[Any], bool]
 
 
-def fields_from_diffusers(
+def read_hf_config(
     config_cls: type,
     config: Mapping[str, Any],
     *,
@@ -21,7 +21,7 @@ def fields_from_diffusers(
     no_effect: set[str],
     source: str,
 ) -> dict[str, Any]:
-    """The `config_cls` fields found in a diffusers config dict.
+    """The `config_cls` fields found in a diffusers or transformers config.json dict.
 
     A key in `supported_only` with another value raises ValueError naming `source`, the key and the value;
     keys in `no_effect` and '_'-prefixed bookkeeping are skipped; any other key is logged and ignored.
@@ -41,7 +41,7 @@ def fields_from_diffusers(
     return kwargs
 
 
-def to_diffusers_dict(config: Any, class_name: str) -> dict[str, Any]:
+def to_diffusers_config(config: Any, class_name: str) -> dict[str, Any]:
     """A config dataclass as the config.json dict of the diffusers class `class_name` (tuples as lists)."""
     d = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
     return {"_class_name": class_name, **d}

@@ -1,0 +1,82 @@
+"""Our wav2vec2 against transformers' Wav2Vec2Model, same random weights, speech-like audio (fp32)."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from peers import perturb_vectors, rel_err, require, state_dict_numpy
+
+from emo_jax.convert.wav2vec2 import from_hf_wav2vec2
+
+SAMPLE_RATE = 16000
+
+
+def speech_like(seconds: float = 1.3, seed: int = 0) -> np.ndarray:
+    """Voiced syllables: a glottal pulse train (gliding pitch) through three formant resonators, with
+    syllable envelopes and pauses; normalised to zero mean, unit variance (wav2vec2's input convention)."""
+    from scipy.signal import lfilter
+
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SAMPLE_RATE)
+    t = np.arange(n) / SAMPLE_RATE
+    f0 = 140 + 40 * np.sin(2 * np.pi * 1.5 * t)
+    phase = np.cumsum(f0) / SAMPLE_RATE
+    source = (np.diff(np.floor(phase), prepend=0) > 0).astype(np.float64)
+    voiced = np.zeros(n)
+    for formant, bandwidth in [(rng.uniform(500, 800), 80), (rng.uniform(1000, 1800), 100), (2600, 120)]:
+        r = np.exp(-np.pi * bandwidth / SAMPLE_RATE)
+        a = [1, -2 * r * np.cos(2 * np.pi * formant / SAMPLE_RATE), r * r]
+        voiced += lfilter([1 - r], a, source)
+    syllables = np.clip(np.sin(2 * np.pi * 3.5 * t), 0, None) ** 0.7  # ~4 syllables a second, with gaps
+    audio = voiced * syllables + 0.01 * rng.standard_normal(n)
+    return ((audio - audio.mean()) / audio.std()).astype(np.float32)
+
+
+TINY = dict(
+    hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+    conv_dim=(32, 32, 32), conv_stride=(5, 2, 2), conv_kernel=(10, 3, 3),
+    num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+)
+CASES = {
+    "base_group_norm_post_norm": dict(feat_extract_norm="group", do_stable_layer_norm=False),
+    "large_layer_norm_pre_norm": dict(feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True),
+}
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_wav2vec2_matches_transformers(case):
+    torch = require("torch")
+    transformers = require("transformers")
+    config = transformers.Wav2Vec2Config(**TINY, **CASES[case])
+    torch.manual_seed(0)
+    peer = transformers.Wav2Vec2Model(config).eval()
+    perturb_vectors(peer)
+    ours = from_hf_wav2vec2(state_dict_numpy(peer), config.to_dict())
+
+    audio = np.stack([speech_like(seed=0), speech_like(seed=1)])
+    with torch.no_grad():
+        expected = peer(torch.from_numpy(audio), output_hidden_states=True)
+    got = ours(jnp.asarray(audio))
+    assert len(got.hidden_states) == len(expected.hidden_states) == TINY["num_hidden_layers"] + 1
+    errors = [rel_err(g, e.numpy()) for g, e in zip(got.hidden_states, expected.hidden_states)]
+    errors.append(rel_err(got.last_hidden_state, expected.last_hidden_state.numpy()))
+    print(f"wav2vec2 {case}: rel err per hidden state, then last_hidden_state: " + ", ".join(f"{e:.1e}" for e in errors))
+    assert max(errors) < 1e-5
+
+
+@pytest.mark.parity
+def test_ctc_checkpoint_with_old_weight_norm_names():
+    torch = require("torch")
+    transformers = require("transformers")
+    config = transformers.Wav2Vec2Config(**TINY, vocab_size=12)
+    torch.manual_seed(0)
+    ctc = transformers.Wav2Vec2ForCTC(config).eval()
+    state_dict = state_dict_numpy(ctc)
+    prefix = "wav2vec2.encoder.pos_conv_embed.conv."
+    state_dict[prefix + "weight_g"] = state_dict.pop(prefix + "parametrizations.weight.original0")
+    state_dict[prefix + "weight_v"] = state_dict.pop(prefix + "parametrizations.weight.original1")
+    ours = from_hf_wav2vec2(state_dict, config.to_dict())
+    audio = speech_like()[None]
+    with torch.no_grad():
+        expected = ctc.wav2vec2(torch.from_numpy(audio)).last_hidden_state.numpy()
+    assert rel_err(ours(jnp.asarray(audio)).last_hidden_state, expected) < 1e-5
