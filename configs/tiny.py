@@ -34,6 +34,8 @@ def get_config(arg=None):
         norm_num_groups=16,
         scaling_factor=0.18215,
     )
+    # Audio features per video frame: log-mel (no weights) here; 'wav2vec2' with a local folder in real configs.
+    config.audio = dict(encoder="logmel", n_mels=80, window=2, fps=25)
     config.schedule = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
     config.demo_timestep = 500
     return config

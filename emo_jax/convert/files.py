@@ -57,28 +57,38 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     )
 
 
-def read_diffusers_folder(folder: str | Path, *, variant: str | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """A diffusers model folder (`config.json` + `diffusion_pytorch_model[.variant].{safetensors,bin}`,
-    possibly sharded with an `.index.json`) -> (config dict, state dict)."""
-    folder = Path(folder)
+def _read_model_folder(folder: Path, weights_stem: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """config.json + `{weights_stem}.safetensors` / `.bin`, or their sharded `.index.json` -> (config, state dict)."""
     config_path = folder / "config.json"
     if not config_path.is_file():
-        raise ConversionError(f"{folder}: not a diffusers model folder (no config.json)")
+        raise ConversionError(f"{folder}: not a model folder (no config.json)")
     try:
         config = json.loads(config_path.read_text())
     except json.JSONDecodeError as e:
         raise ConversionError(f"{config_path}: invalid JSON ({e})") from e
-
-    stem = "diffusion_pytorch_model" + (f".{variant}" if variant else "")
     for suffix in (".safetensors", ".bin"):
-        single = folder / f"{stem}{suffix}"
+        single = folder / f"{weights_stem}{suffix}"
         if single.is_file():
             return config, read_state_dict(single)
-        index = folder / f"{stem}{suffix}.index.json"
+        index = folder / f"{weights_stem}{suffix}.index.json"
         if index.is_file():
             shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
             state_dict: dict[str, np.ndarray] = {}
             for shard in shards:
                 state_dict.update(read_state_dict(folder / shard))
             return config, state_dict
-    raise ConversionError(f"{folder}: no {stem}.safetensors or {stem}.bin (nor a sharded index) found")
+    raise ConversionError(f"{folder}: no {weights_stem}.safetensors or {weights_stem}.bin (nor a sharded index) found")
+
+
+def read_diffusers_folder(folder: str | Path, *, variant: str | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """A diffusers model folder (`config.json` + `diffusion_pytorch_model[.variant].{safetensors,bin}`,
+    possibly sharded) -> (config dict, state dict)."""
+    return _read_model_folder(Path(folder), "diffusion_pytorch_model" + (f".{variant}" if variant else ""))
+
+
+def read_transformers_folder(folder: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """A transformers model folder (`config.json` + `model.safetensors` or `pytorch_model.bin`, possibly
+    sharded) -> (config dict, state dict)."""
+    folder = Path(folder)
+    stem = "pytorch_model" if (folder / "pytorch_model.bin").is_file() or (folder / "pytorch_model.bin.index.json").is_file() else "model"
+    return _read_model_folder(folder, stem)

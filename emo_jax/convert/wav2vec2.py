@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from flax import nnx
 
+from emo_jax.convert.files import read_transformers_folder
 from emo_jax.convert.state_dict import ConversionError, load_state_dict
 from emo_jax.models import Compute
 from emo_jax.models.wav2vec2 import Wav2Vec2Config, Wav2Vec2Model
@@ -56,3 +58,9 @@ def from_hf_wav2vec2(
     model_config = Wav2Vec2Config.from_hf(config, source=source)
     model = nnx.eval_shape(lambda: Wav2Vec2Model(model_config, compute=compute, rngs=nnx.Rngs(0)))
     return load_state_dict(model, _model_keys(state_dict, source), source=source)
+
+
+def from_hf_wav2vec2_folder(folder: str | Path, *, compute: Compute = Compute()) -> Wav2Vec2Model:
+    """A transformers wav2vec2 folder (config.json + model.safetensors or pytorch_model.bin) -> `Wav2Vec2Model`."""
+    config, state_dict = read_transformers_folder(folder)
+    return from_hf_wav2vec2(state_dict, config, compute=compute, source=str(folder))

@@ -1,4 +1,4 @@
-"""Conditioning embeddings: diffusion timestep (later: face locator, speed, audio projection)."""
+"""Conditioning embeddings: diffusion timestep, audio projection (later: face locator, speed)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from emo_jax.models.layers import Compute, linear
+from emo_jax.models.layers import Compute, layer_norm, linear
 
 
 def timestep_embedding(
@@ -43,3 +43,35 @@ class TimestepEmbedding(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.linear_2(jax.nn.silu(self.linear_1(x)))
+
+
+class AudioProjection(nnx.Module):
+    """Windowed audio features -> audio context tokens per frame (Hallo's `AudioProjModel`, same names).
+
+    [B, F, W, L, D] (W = 2m + 1 window frames, L feature layers of width D) -> flatten -> proj1 -> ReLU ->
+    proj2 -> ReLU -> proj3 -> [B, F, context_tokens, output_dim] -> LayerNorm.
+    """
+
+    def __init__(
+        self,
+        *,
+        seq_len: int = 5,
+        blocks: int = 12,
+        channels: int = 768,
+        intermediate_dim: int = 512,
+        output_dim: int = 768,
+        context_tokens: int = 32,
+        compute: Compute = Compute(),
+        rngs: nnx.Rngs,
+    ):
+        self.context_tokens, self.output_dim = context_tokens, output_dim
+        self.proj1 = linear(seq_len * blocks * channels, intermediate_dim, compute, rngs)
+        self.proj2 = linear(intermediate_dim, intermediate_dim, compute, rngs)
+        self.proj3 = linear(intermediate_dim, context_tokens * output_dim, compute, rngs)
+        self.norm = layer_norm(output_dim, 1e-5, compute, rngs)
+
+    def __call__(self, audio_features: jax.Array) -> jax.Array:
+        b, f = audio_features.shape[:2]
+        x = audio_features.reshape(b, f, -1)
+        x = jax.nn.relu(self.proj2(jax.nn.relu(self.proj1(x))))
+        return self.norm(self.proj3(x).reshape(b, f, self.context_tokens, self.output_dim))
