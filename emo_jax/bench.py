@@ -1,8 +1,9 @@
-"""Benchmarks: `python -m emo_jax.bench unet [options]`.
+"""Benchmarks: `python -m emo_jax.bench {unet,audio} [options]`.
 
-unet: the jitted Flax UNet forward against diffusers' PyTorch forward, same config, weights and inputs, on
-this machine: warm-up calls, then the median of `--repeats` timed calls each. PyTorch is timed only when
-torch and diffusers are installed (the `test` extra).
+unet: the jitted Flax UNet forward against diffusers' PyTorch forward;
+audio: wav2vec2 (base size, random weights) on speech-like audio against transformers' PyTorch model.
+Same config, weights and inputs on both sides, on this machine: warm-up calls, then the median of `--repeats`
+timed calls. PyTorch is timed only when torch, diffusers and transformers are installed (the `test` extra).
 """
 
 from __future__ import annotations
@@ -99,6 +100,51 @@ def bench_unet(args: argparse.Namespace) -> None:
     print(f"  relative error JAX vs PyTorch: {relative_error(ours, reference):.2e}")
 
 
+def bench_audio(args: argparse.Namespace) -> None:
+    from emo_jax.models.wav2vec2 import Wav2Vec2Config, Wav2Vec2Model
+
+    rng = np.random.default_rng(0)
+    num_samples = int(args.seconds * 16000)
+    waveform = rng.standard_normal((1, num_samples), dtype=np.float32)
+    try:
+        import torch
+        import transformers
+    except ImportError:
+        torch = None
+        print("torch/transformers not installed: timing JAX only (pip install 'emo-jax[test]' for the comparison)")
+    if torch is not None:
+        from emo_jax.convert.verify import relative_error
+        from emo_jax.convert.wav2vec2 import from_hf_wav2vec2
+
+        torch.manual_seed(0)
+        torch.set_num_threads(os.cpu_count())
+        peer = transformers.Wav2Vec2Model(transformers.Wav2Vec2Config()).eval()  # wav2vec2-base layout
+        model = from_hf_wav2vec2({k: v.numpy() for k, v in peer.state_dict().items()}, peer.config.to_dict(),
+                                 compute=Compute(attention=args.attention))
+    else:
+        model = Wav2Vec2Model(Wav2Vec2Config(), compute=Compute(attention=args.attention), rngs=nnx.Rngs(0))
+
+    graphdef, state = nnx.split(model)
+    forward = jax.jit(lambda state, x: nnx.merge(graphdef, state)(x).last_hidden_state)
+    inputs = jnp.asarray(waveform)
+    print(f"wav2vec2-base layout (random weights), {args.seconds:.0f} s of audio at 16 kHz; JAX {jax.default_backend()}, "
+          f"{args.attention} attention, {os.cpu_count()} CPU cores")
+    start = time.perf_counter()
+    ours = jax.block_until_ready(forward(state, inputs))
+    print(f"  JAX compile + first call: {time.perf_counter() - start:.2f} s")
+    jax_s = median_seconds(lambda: jax.block_until_ready(forward(state, inputs)), warmup=args.warmup, repeats=args.repeats)
+    print(f"  JAX  (jit)      median of {args.repeats}: {jax_s:.3f} s = {args.seconds / jax_s:6.1f} s of audio per second")
+    if torch is None:
+        return
+    with torch.inference_mode():
+        torch_input = torch.from_numpy(waveform)
+        reference = peer(torch_input).last_hidden_state.numpy()
+        torch_s = median_seconds(lambda: peer(torch_input), warmup=args.warmup, repeats=args.repeats)
+    print(f"  PyTorch (eager) median of {args.repeats}: {torch_s:.3f} s = {args.seconds / torch_s:6.1f} s of audio per second")
+    print(f"  PyTorch / JAX time: {torch_s / jax_s:.2f}x  (> 1: JAX faster)")
+    print(f"  relative error JAX vs PyTorch (last hidden state): {relative_error(ours, reference):.2e}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m emo_jax.bench", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="bench", required=True)
@@ -115,6 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
     unet.add_argument("--warmup", type=int, default=2)
     unet.add_argument("--repeats", type=int, default=10)
     unet.set_defaults(func=bench_unet)
+
+    audio = sub.add_parser("audio", help="wav2vec2-base forward, JAX vs PyTorch")
+    audio.add_argument("--seconds", type=float, default=10.0, help="audio length")
+    audio.add_argument("--attention", default="auto", choices=ATTENTION_IMPLEMENTATIONS)
+    audio.add_argument("--warmup", type=int, default=1)
+    audio.add_argument("--repeats", type=int, default=5)
+    audio.set_defaults(func=bench_audio)
     return parser
 
 

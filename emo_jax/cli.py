@@ -18,7 +18,6 @@ NOT_BUILT = {
     "sample": "audio-driven video sampling (sampling issue)",
     "preprocess": "videos -> face-centred clips (data issue)",
     "synth": "synthetic talking-face corpus (data issue)",
-    "audio-features": "wav2vec2 features per video frame (audio issue)",
 }
 
 
@@ -66,6 +65,33 @@ def _convert(args: argparse.Namespace) -> None:
                 print(f"  verify {name}: relative error {err:.2e} (JAX vs PyTorch, fp32, random input)")
 
 
+def _audio_features(args: argparse.Namespace) -> None:
+    import numpy as np
+    from tqdm import tqdm
+
+    from emo_jax.audio import SAMPLE_RATE, LogMelFeatures, Wav2Vec2Features, frame_features, load_audio
+    from emo_jax.audio.features import HOP
+
+    waveform = load_audio(args.audio)
+    if args.encoder == "logmel":
+        encoder = LogMelFeatures(n_mels=args.n_mels)
+    else:
+        if not args.wav2vec2:
+            raise ValueError("--encoder wav2vec2 needs --wav2vec2 DIR (a local transformers Wav2Vec2 folder)")
+        from emo_jax.convert.wav2vec2 import from_hf_wav2vec2_folder
+
+        layers = args.layers if args.layers in ("all", "last") else [int(i) for i in args.layers.split(",")]
+        encoder = Wav2Vec2Features(from_hf_wav2vec2_folder(args.wav2vec2), layers=layers, chunk_seconds=args.chunk_seconds)
+    seconds = waveform.size / SAMPLE_RATE
+    with tqdm(total=round(seconds, 2), unit="s", desc=f"encoding {Path(args.audio).name}") as bar:
+        features = frame_features(
+            waveform, args.fps, args.num_frames, encoder=encoder, m=args.window,
+            progress=lambda frames: bar.update(round(frames * HOP / SAMPLE_RATE, 2)),
+        )
+    np.save(args.out, features)
+    print(f"{args.audio} ({seconds:.2f} s) -> {args.out}: {list(features.shape)} [frames, 2m+1, layers, dim] at {args.fps} fps")
+
+
 def _bench(args: argparse.Namespace) -> None:
     from emo_jax import bench
 
@@ -91,6 +117,19 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--variant", help="weights variant, e.g. fp16 (diffusion_pytorch_model.fp16.safetensors)")
     convert.add_argument("--verify", action="store_true", help="compare with the PyTorch model (needs torch, diffusers)")
     convert.set_defaults(func=_convert)
+
+    audio = sub.add_parser("audio-features", help="audio file -> features per video frame (.npy)")
+    audio.add_argument("--audio", required=True, help="wav, flac, ogg, mp3, m4a, ...")
+    audio.add_argument("--fps", type=float, default=25.0, help="video frame rate")
+    audio.add_argument("--out", required=True, help="output .npy: [frames, 2m+1, layers, dim]")
+    audio.add_argument("--num-frames", type=int, help="frames to produce (default: all the audio covers)")
+    audio.add_argument("--window", type=int, default=2, help="m: frames of context on each side")
+    audio.add_argument("--encoder", choices=["wav2vec2", "logmel"], default="wav2vec2")
+    audio.add_argument("--wav2vec2", help="transformers Wav2Vec2 folder (config.json + weights)")
+    audio.add_argument("--layers", default="all", help="'all', 'last' or comma-separated hidden-state indices")
+    audio.add_argument("--chunk-seconds", type=float, default=30.0, help="wav2vec2 runs on chunks this long")
+    audio.add_argument("--n-mels", type=int, default=80, help="log-mel bands (--encoder logmel)")
+    audio.set_defaults(func=_audio_features)
 
     bench = sub.add_parser("bench", help="benchmarks (same as python -m emo_jax.bench)", add_help=False)
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)

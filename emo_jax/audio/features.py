@@ -27,7 +27,9 @@ class AudioEncoder(Protocol):
     dim: int
     receptive_field: int  # samples one feature frame reads
 
-    def __call__(self, waveform: np.ndarray) -> np.ndarray: ...
+    def num_frames(self, num_samples: int) -> int: ...
+
+    def __call__(self, waveform: np.ndarray, progress: Callable[[int], None] | None = None) -> np.ndarray: ...
 
 
 def _conv_output_length(length: int, kernels: Sequence[int], strides: Sequence[int]) -> int:
@@ -128,6 +130,9 @@ class LogMelFeatures:
 
     def __init__(self, n_mels: int = 80):
         self.dim = n_mels
+
+    def num_frames(self, num_samples: int) -> int:
+        return _conv_output_length(num_samples, [self.receptive_field], [HOP])
 
     def __call__(self, waveform: np.ndarray, progress: Callable[[int], None] | None = None) -> np.ndarray:
         import librosa
