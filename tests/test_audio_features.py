@@ -101,3 +101,17 @@ def test_audio_projection_closed_form():
     tokens = (h @ w["proj3"][0] + w["proj3"][1]).reshape(2, 7, 2, 6)
     tokens = (tokens - tokens.mean(-1, keepdims=True)) / np.sqrt(tokens.var(-1, keepdims=True) + 1e-5)
     np.testing.assert_allclose(proj(x), tokens, atol=1e-5)
+
+
+def test_config_selects_the_encoder():
+    from emo_jax.audio import build_audio_encoder
+    from emo_jax.config import load_config
+
+    config = load_config("tiny")
+    assert isinstance(build_audio_encoder(config), LogMelFeatures)
+    config.audio.encoder = "wav2vec2"
+    with pytest.raises(ValueError, match="wav2vec2_path"):
+        build_audio_encoder(config)
+    config.audio.encoder = "whisper"
+    with pytest.raises(ValueError, match="'wav2vec2' or 'logmel'"):
+        build_audio_encoder(config)
