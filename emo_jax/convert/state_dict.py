@@ -49,15 +49,20 @@ def load_state_dict(
     *,
     source: str,
     rename: Callable[[str], str | None] | None = None,
+    only: Callable[[str], bool] | None = None,
 ) -> nnx.Module:
     """Returns `module` (concrete or from `nnx.eval_shape`) with every `nnx.Param` taken from `state_dict`.
 
     state_dict: PyTorch key -> array in PyTorch layout (numpy, any float dtype; cast to each param's dtype).
     source: named in errors (a file or folder path).
     rename: optional map of a PyTorch key to the mirrored key (None drops a key on purpose, e.g. buffers).
+    only: optional test of a parameter's dotted path: then only those parameters are loaded (and all of them
+      must be), the others keep their values (so `module` must be concrete there).
     """
     graphdef, params, rest = nnx.split(module, nnx.Param, ...)
-    targets = {_path_key(path): (path, var) for path, var in nnx.to_flat_state(params)}
+    targets = {
+        _path_key(path): (path, var) for path, var in nnx.to_flat_state(params) if only is None or only(_path_key(path))
+    }
 
     filled: dict[tuple, jnp.ndarray] = {}
     unexpected, mismatched = [], []
@@ -94,6 +99,8 @@ def load_state_dict(
             parts.append(_format("keys with the wrong shape", mismatched))
         raise ConversionError("\n".join(parts))
 
-    new_params = nnx.from_flat_state([(path, var.replace(filled[path])) for path, var in nnx.to_flat_state(params)])
+    new_params = nnx.from_flat_state(
+        [(path, var.replace(filled[path]) if path in filled else var) for path, var in nnx.to_flat_state(params)]
+    )
     return nnx.merge(graphdef, new_params, rest)
 

@@ -8,12 +8,14 @@ from typing import Any
 from flax import nnx
 
 from emo_jax.models.layers import Compute
+from emo_jax.models.temporal import MotionConfig
 from emo_jax.models.unet import UNet, UNetConfig
 from emo_jax.models.vae import AutoencoderKL, AutoencoderKLConfig, DiagonalGaussian
 
 # diffusers `_class_name` -> (our model, its config class).
 MODEL_CLASSES = {
     "UNet2DConditionModel": (UNet, UNetConfig),
+    "UNetMotionModel": (UNet, UNetConfig),
     "AutoencoderKL": (AutoencoderKL, AutoencoderKLConfig),
 }
 
@@ -34,6 +36,7 @@ __all__ = [
     "AutoencoderKLConfig",
     "Compute",
     "DiagonalGaussian",
+    "MotionConfig",
     "UNet",
     "UNetConfig",
     "abstract_model",

@@ -8,6 +8,7 @@ Module and attribute names mirror diffusers (`attention_processor.Attention`, `a
 from __future__ import annotations
 
 import logging
+import math
 
 import jax
 import jax.numpy as jnp
@@ -185,10 +186,23 @@ class FeedForward(nnx.Module):
         return x
 
 
-class BasicTransformerBlock(nnx.Module):
-    """Pre-norm block: self-attention, cross-attention, GEGLU feed-forward, each with a residual.
+def sinusoidal_positions(length: int, dim: int) -> jax.Array:
+    """Transformer positions [length, dim]: sin at even channels, cos at odd, frequencies 10000^(-2i/dim)
+    (diffusers `SinusoidalPositionalEmbedding`, AnimateDiff's frame positions)."""
+    position = jnp.arange(length, dtype=jnp.float32)[:, None]
+    freqs = jnp.exp(jnp.arange(0, dim, 2, dtype=jnp.float32) * (-math.log(10000.0) / dim))
+    table = jnp.zeros((length, dim), jnp.float32)
+    table = table.at[:, 0::2].set(jnp.sin(position * freqs))
+    return table.at[:, 1::2].set(jnp.cos(position * freqs[: dim // 2]))
 
-    hidden_states: [B, T, C]; encoder_hidden_states: [B, S, Cc] -> [B, T, C].
+
+class BasicTransformerBlock(nnx.Module):
+    """Pre-norm block: attention (attn1), second attention (attn2), GEGLU feed-forward, each with a residual.
+
+    attn2 attends to `encoder_hidden_states` of width `cross_attention_dim`; with `cross_attention_dim=None` it
+    is a second self-attention (diffusers' `double_self_attention`, as AnimateDiff's temporal blocks).
+    `max_positions`: sinusoidal positions added to the normed input of attn1 and attn2 (temporal blocks).
+    hidden_states: [B, T, C]; encoder_hidden_states: [B, S, Cc] or None -> [B, T, C].
     """
 
     def __init__(
@@ -197,10 +211,12 @@ class BasicTransformerBlock(nnx.Module):
         *,
         heads: int,
         dim_head: int,
-        cross_attention_dim: int,
+        cross_attention_dim: int | None,
+        max_positions: int | None = None,
         compute: Compute,
         rngs: nnx.Rngs,
     ):
+        self.max_positions = max_positions
         self.norm1 = layer_norm(dim, 1e-5, compute, rngs)
         self.attn1 = Attention(dim, heads=heads, dim_head=dim_head, compute=compute, rngs=rngs)
         self.norm2 = layer_norm(dim, 1e-5, compute, rngs)
@@ -215,9 +231,16 @@ class BasicTransformerBlock(nnx.Module):
         self.norm3 = layer_norm(dim, 1e-5, compute, rngs)
         self.ff = FeedForward(dim, compute=compute, rngs=rngs)
 
-    def __call__(self, hidden_states: jax.Array, encoder_hidden_states: jax.Array) -> jax.Array:
-        hidden_states = hidden_states + self.attn1(self.norm1(hidden_states))
-        hidden_states = hidden_states + self.attn2(self.norm2(hidden_states), encoder_hidden_states)
+    def _positioned(self, x: jax.Array) -> jax.Array:
+        if self.max_positions is None:
+            return x
+        if x.shape[1] > self.max_positions:
+            raise ValueError(f"sequence of {x.shape[1]} is longer than the {self.max_positions} learned-for positions")
+        return x + sinusoidal_positions(x.shape[1], x.shape[2]).astype(x.dtype)
+
+    def __call__(self, hidden_states: jax.Array, encoder_hidden_states: jax.Array | None = None) -> jax.Array:
+        hidden_states = hidden_states + self.attn1(self._positioned(self.norm1(hidden_states)))
+        hidden_states = hidden_states + self.attn2(self._positioned(self.norm2(hidden_states)), encoder_hidden_states)
         return hidden_states + self.ff(self.norm3(hidden_states))
 
 

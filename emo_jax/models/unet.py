@@ -1,8 +1,9 @@
-"""The SD1.5-family UNet (diffusers `UNet2DConditionModel`), channels-last, in Flax NNX.
+"""The SD1.5-family UNet (diffusers `UNet2DConditionModel`), channels-last, in Flax NNX, for images or video.
 
 One class serves every size: SD1.5 (320/640/1280/1280, 8 heads, cross-attention 768) and the tiny test
-configs are the same code with another `UNetConfig`. Later the same class is ReferenceNet and the EMO
-backbone's spatial layers.
+configs are the same code with another `UNetConfig`. With `UNetConfig.motion` it is a video UNet with
+AnimateDiff motion modules (diffusers `UNetMotionModel`). Later the same class is ReferenceNet and the EMO
+backbone.
 """
 
 from __future__ import annotations
@@ -20,11 +21,19 @@ from emo_jax.models.attention import Transformer2DModel
 from emo_jax.models.conditioning import TimestepEmbedding, timestep_embedding
 from emo_jax.models.hf_config import read_hf_config, to_diffusers_config
 from emo_jax.models.layers import Compute, conv, group_norm
+from emo_jax.models.temporal import MotionConfig, TemporalTransformer
 from emo_jax.models.unet_blocks import DownBlock2D, MidBlock2D, UpBlock2D
 
 CROSS_ATTN_DOWN, DOWN = "CrossAttnDownBlock2D", "DownBlock2D"
 CROSS_ATTN_UP, UP = "CrossAttnUpBlock2D", "UpBlock2D"
 MID_CROSS_ATTN = "UNetMidBlock2DCrossAttn"
+# diffusers' video block names -> the image block they extend with motion modules.
+MOTION_BLOCK_TYPES = {
+    "CrossAttnDownBlockMotion": CROSS_ATTN_DOWN,
+    "DownBlockMotion": DOWN,
+    "CrossAttnUpBlockMotion": CROSS_ATTN_UP,
+    "UpBlockMotion": UP,
+}
 
 # diffusers config keys whose other values select features this UNet does not have: key -> accepted values.
 _SUPPORTED_ONLY = {
@@ -56,6 +65,11 @@ _SUPPORTED_ONLY = {
     "cross_attention_norm": (None,),
     "reverse_transformer_layers_per_block": (None,),
     "dropout": (0.0,),
+    # UNetMotionModel
+    "mid_block_layers": (1,),
+    "transformer_layers_per_mid_block": (None,),
+    "reverse_temporal_transformer_layers_per_block": (None,),
+    "reverse_motion_num_attention_heads": (None,),
 }
 # Keys with no effect here (besides "_"-prefixed bookkeeping): the nominal sample size, and `upcast_attention` (our attention
 # always takes its softmax in fp32, see `jax.nn.dot_product_attention`).
@@ -96,6 +110,7 @@ class UNetConfig:
     freq_shift: int = 0
     downsample_padding: int = 1
     mid_block_scale_factor: float = 1.0
+    motion: MotionConfig | None = None  # AnimateDiff motion modules: a video UNet
 
     def __post_init__(self):
         for name in ("block_out_channels", "down_block_types", "up_block_types"):
@@ -138,19 +153,44 @@ class UNetConfig:
 
     @classmethod
     def from_diffusers(cls, config: Mapping[str, Any], *, source: str = "config") -> UNetConfig:
-        """Reads a diffusers `UNet2DConditionModel` config.json dict; unsupported features raise, naming the key."""
-        return cls(**read_hf_config(cls, config, supported_only=_SUPPORTED_ONLY, no_effect=_NO_EFFECT, source=source))
+        """Reads a diffusers `UNet2DConditionModel` or `UNetMotionModel` config.json dict; unsupported features
+        raise, naming the key."""
+        config = dict(config)
+        motion = None
+        if config.get("_class_name") == "UNetMotionModel":
+            motion_fields = {f.name for f in dataclasses.fields(MotionConfig)}
+            motion = MotionConfig(**{k: config.pop(k) for k in list(config) if k in motion_fields})
+            for key in ("down_block_types", "up_block_types"):
+                config[key] = [MOTION_BLOCK_TYPES.get(kind, kind) for kind in config.get(key, ())]
+        fields = read_hf_config(cls, config, supported_only=_SUPPORTED_ONLY, no_effect=_NO_EFFECT, source=source)
+        return cls(**fields, motion=motion)
 
     def to_diffusers(self) -> dict[str, Any]:
-        """The diffusers config.json dict of this architecture (`UNet2DConditionModel(**d)` builds its twin)."""
-        return to_diffusers_config(self, "UNet2DConditionModel")
+        """The diffusers config.json dict of this architecture: `UNet2DConditionModel(**d)`, or with motion
+        modules `UNetMotionModel(**d)`, builds its twin."""
+        if self.motion is None:
+            return {k: v for k, v in to_diffusers_config(self, "UNet2DConditionModel").items() if k != "motion"}
+        if not self.flip_sin_to_cos or self.freq_shift != 0:
+            raise ValueError("UNetMotionModel fixes flip_sin_to_cos=True, freq_shift=0")
+        d = {k: v for k, v in to_diffusers_config(self, "UNetMotionModel").items()
+             if k not in ("motion", "attention_head_dim", "flip_sin_to_cos", "freq_shift")}
+        motion_names = {image: video for video, image in MOTION_BLOCK_TYPES.items()}
+        return {
+            **d,
+            **dataclasses.asdict(self.motion),
+            "num_attention_heads": list(self.heads),
+            "down_block_types": [motion_names[kind] for kind in self.down_block_types],
+            "up_block_types": [motion_names[kind] for kind in self.up_block_types],
+        }
 
 
 class UNet(nnx.Module):
     """Conditional denoiser: `unet(sample, timesteps, encoder_hidden_states)`.
 
-    sample: [B, H, W, in_channels] (any H, W; sizes that do not halve evenly are restored on the way up);
-    timesteps: [] or [B]; encoder_hidden_states: [B, L, cross_attention_dim] -> [B, H, W, out_channels].
+    Images: sample [B, H, W, in_channels] -> [B, H, W, out_channels] (any H, W; sizes that do not halve evenly
+    are restored on the way up). Video: sample [B, F, H, W, in_channels] -> [B, F, H, W, out_channels]; spatial
+    layers see each frame alone, motion modules (if configured) attend across frames.
+    timesteps: [] or [B]; encoder_hidden_states: [B, L, cross_attention_dim], or per frame [B, F, L, ...].
     """
 
     def __init__(self, config: UNetConfig, *, compute: Compute = Compute(), rngs: nnx.Rngs):
@@ -172,6 +212,24 @@ class UNet(nnx.Module):
                 rngs=rngs,
             )
 
+        def motion(num_heads: int, num_layers: int, ch: int) -> TemporalTransformer:
+            return TemporalTransformer(
+                ch,
+                num_attention_heads=num_heads,
+                num_layers=num_layers,
+                norm_num_groups=c.norm_num_groups,
+                max_seq_length=c.motion.motion_max_seq_length,
+                compute=compute,
+                rngs=rngs,
+            )
+
+        m = c.motion
+        block_motion = functools.partial(motion, m.motion_num_attention_heads, m.temporal_transformer_layers_per_block) if m else None
+        mid_motion = (
+            functools.partial(motion, m.motion_num_attention_heads, m.temporal_transformer_layers_per_mid_block)
+            if m and m.use_motion_mid_block
+            else None
+        )
         common = dict(temb_channels=time_embed_dim, resnet_groups=c.norm_num_groups, resnet_eps=c.norm_eps,
                       compute=compute, rngs=rngs)
 
@@ -189,6 +247,7 @@ class UNet(nnx.Module):
                     make_attention=(
                         functools.partial(transformer, c.heads[i], c.transformer_layers[i]) if kind == CROSS_ATTN_DOWN else None
                     ),
+                    make_motion=block_motion,
                     downsample_padding=c.downsample_padding,
                     **common,
                 )
@@ -198,6 +257,7 @@ class UNet(nnx.Module):
         self.mid_block = MidBlock2D(
             channels[-1],
             make_attention=functools.partial(transformer, c.heads[-1], c.transformer_layers[-1]),
+            make_motion=mid_motion,
             output_scale_factor=c.mid_block_scale_factor,
             **common,
         )
@@ -218,6 +278,7 @@ class UNet(nnx.Module):
                     make_attention=(
                         functools.partial(transformer, rev_heads[i], rev_tlayers[i]) if kind == CROSS_ATTN_UP else None
                     ),
+                    make_motion=block_motion,
                     **common,
                 )
             )
@@ -228,25 +289,37 @@ class UNet(nnx.Module):
 
     def __call__(self, sample: jax.Array, timesteps: jax.Array, encoder_hidden_states: jax.Array) -> jax.Array:
         c = self.config
-        timesteps = jnp.broadcast_to(jnp.asarray(timesteps), (sample.shape[0],))
+        batch = sample.shape[0]
+        video = sample.ndim == 5
+        num_frames = sample.shape[1] if video else 1
+        if video:  # frames into the batch, each video's frames contiguous: [B * F, H, W, C]
+            sample = sample.reshape((batch * num_frames,) + sample.shape[2:])
+        context = encoder_hidden_states
+        if context.ndim == 4:  # per-frame context [B, F, L, D]
+            context = context.reshape((batch * num_frames,) + context.shape[2:])
+        elif num_frames > 1:
+            context = jnp.repeat(context, num_frames, axis=0)
+
+        timesteps = jnp.broadcast_to(jnp.asarray(timesteps), (batch,))
         t_emb = timestep_embedding(
             timesteps, c.block_out_channels[0], flip_sin_to_cos=c.flip_sin_to_cos, freq_shift=c.freq_shift
         )
-        temb = self.time_embedding(t_emb)
+        temb = jnp.repeat(self.time_embedding(t_emb), num_frames, axis=0)
 
         x = self.conv_in(sample)
         skips = [x]
         for block in self.down_blocks:
-            x, block_skips = block(x, temb, encoder_hidden_states)
+            x, block_skips = block(x, temb, context, num_frames)
             skips.extend(block_skips)
 
-        x = self.mid_block(x, temb, encoder_hidden_states)
+        x = self.mid_block(x, temb, context, num_frames)
 
         for block in self.up_blocks:
             n = len(block.resnets)
             block_skips, skips = skips[-n:], skips[:-n]
             # Upsample to the size of the skip the next block concatenates (2x unless a size was odd).
             upsample_size = tuple(skips[-1].shape[1:3]) if block.upsamplers is not None else None
-            x = block(x, block_skips, temb, encoder_hidden_states, upsample_size)
+            x = block(x, block_skips, temb, context, upsample_size, num_frames)
 
-        return self.conv_out(jax.nn.silu(self.conv_norm_out(x)))
+        out = self.conv_out(jax.nn.silu(self.conv_norm_out(x)))
+        return out.reshape((batch, num_frames) + out.shape[1:]) if video else out

@@ -4,7 +4,8 @@ One class per stage kind. Whether a stage has attention after each resnet is the
 argument (a factory `channels -> module`, or None), so diffusers' CrossAttnDownBlock2D / DownBlock2D /
 DownEncoderBlock2D are one `DownBlock2D`, and likewise up and mid.
 An attention module is called as `attn(x, context)`; in the VAE, context is None and the spatial
-attention attends to its own input.
+attention attends to its own input. Video UNets add `make_motion` (a factory of AnimateDiff temporal
+transformers, called as `motion(x, num_frames)` on [B * F, H, W, C]) after each layer's spatial attention.
 """
 
 from __future__ import annotations
@@ -21,8 +22,16 @@ from emo_jax.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
 AttentionFactory = Callable[[int], nnx.Module]
 
 
+def _modules(factory: AttentionFactory | None, channels: int, count: int) -> nnx.List | None:
+    return nnx.List([factory(channels) for _ in range(count)]) if factory else None
+
+
+def _temporal(motion_modules: nnx.List | None, i: int, x: jax.Array, num_frames: int | None) -> jax.Array:
+    return motion_modules[i](x, num_frames) if motion_modules is not None else x
+
+
 class DownBlock2D(nnx.Module):
-    """`num_layers` x (resnet [-> attention]) then an optional stride-2 downsampler.
+    """`num_layers` x (resnet [-> attention] [-> motion]) then an optional stride-2 downsampler.
 
     x: [B, H, W, Cin] -> ([B, H', W', Cout], skips), one skip per resnet and one after the downsampler.
     """
@@ -36,6 +45,7 @@ class DownBlock2D(nnx.Module):
         temb_channels: int | None,
         add_downsample: bool,
         make_attention: AttentionFactory | None = None,
+        make_motion: AttentionFactory | None = None,
         resnet_groups: int = 32,
         resnet_eps: float = 1e-5,
         downsample_padding: int = 1,
@@ -56,7 +66,8 @@ class DownBlock2D(nnx.Module):
                 for i in range(num_layers)
             ]
         )
-        self.attentions = nnx.List([make_attention(out_channels) for _ in range(num_layers)]) if make_attention else None
+        self.attentions = _modules(make_attention, out_channels, num_layers)
+        self.motion_modules = _modules(make_motion, out_channels, num_layers)
         self.downsamplers = (
             nnx.List(
                 [
@@ -70,13 +81,18 @@ class DownBlock2D(nnx.Module):
         )
 
     def __call__(
-        self, x: jax.Array, temb: jax.Array | None = None, context: jax.Array | None = None
+        self,
+        x: jax.Array,
+        temb: jax.Array | None = None,
+        context: jax.Array | None = None,
+        num_frames: int | None = None,
     ) -> tuple[jax.Array, tuple[jax.Array, ...]]:
         skips = []
         for i, resnet in enumerate(self.resnets):
             x = resnet(x, temb)
             if self.attentions is not None:
                 x = self.attentions[i](x, context)
+            x = _temporal(self.motion_modules, i, x, num_frames)
             skips.append(x)
         if self.downsamplers is not None:
             x = self.downsamplers[0](x)
@@ -85,7 +101,7 @@ class DownBlock2D(nnx.Module):
 
 
 class MidBlock2D(nnx.Module):
-    """resnet, then `num_layers` x (attention -> resnet). [B, H, W, C] -> [B, H, W, C].
+    """resnet, then `num_layers` x (attention [-> motion] -> resnet). [B, H, W, C] -> [B, H, W, C].
 
     diffusers `UNetMidBlock2DCrossAttn` (transformer attention) and `UNetMidBlock2D` (VAE spatial attention).
     """
@@ -96,6 +112,7 @@ class MidBlock2D(nnx.Module):
         *,
         temb_channels: int | None,
         make_attention: AttentionFactory | None,
+        make_motion: AttentionFactory | None = None,
         num_layers: int = 1,
         resnet_groups: int = 32,
         resnet_eps: float = 1e-5,
@@ -118,19 +135,27 @@ class MidBlock2D(nnx.Module):
                 for _ in range(num_layers + 1)
             ]
         )
-        self.attentions = nnx.List([make_attention(channels) for _ in range(num_layers)]) if make_attention else None
+        self.attentions = _modules(make_attention, channels, num_layers)
+        self.motion_modules = _modules(make_motion, channels, num_layers)
 
-    def __call__(self, x: jax.Array, temb: jax.Array | None = None, context: jax.Array | None = None) -> jax.Array:
+    def __call__(
+        self,
+        x: jax.Array,
+        temb: jax.Array | None = None,
+        context: jax.Array | None = None,
+        num_frames: int | None = None,
+    ) -> jax.Array:
         x = self.resnets[0](x, temb)
         for i, resnet in enumerate(self.resnets[1:]):
             if self.attentions is not None:
                 x = self.attentions[i](x, context)
+            x = _temporal(self.motion_modules, i, x, num_frames)
             x = resnet(x, temb)
         return x
 
 
 class UpBlock2D(nnx.Module):
-    """`num_layers` x ([concat skip ->] resnet [-> attention]) then an optional 2x upsampler.
+    """`num_layers` x ([concat skip ->] resnet [-> attention] [-> motion]) then an optional 2x upsampler.
 
     With `skip_channels` (the UNet), resnet i reads the running features concatenated with skip
     `skip_channels[i]` channels wide, consumed from the end of the down path; without (the VAE decoder)
@@ -148,6 +173,7 @@ class UpBlock2D(nnx.Module):
         add_upsample: bool,
         skip_channels: Sequence[int] | None = None,
         make_attention: AttentionFactory | None = None,
+        make_motion: AttentionFactory | None = None,
         resnet_groups: int = 32,
         resnet_eps: float = 1e-5,
         compute: Compute,
@@ -170,7 +196,8 @@ class UpBlock2D(nnx.Module):
                 for i in range(num_layers)
             ]
         )
-        self.attentions = nnx.List([make_attention(out_channels) for _ in range(num_layers)]) if make_attention else None
+        self.attentions = _modules(make_attention, out_channels, num_layers)
+        self.motion_modules = _modules(make_motion, out_channels, num_layers)
         self.upsamplers = (
             nnx.List([Upsample2D(out_channels, out_channels, compute=compute, rngs=rngs)]) if add_upsample else None
         )
@@ -182,6 +209,7 @@ class UpBlock2D(nnx.Module):
         temb: jax.Array | None = None,
         context: jax.Array | None = None,
         upsample_size: tuple[int, int] | None = None,
+        num_frames: int | None = None,
     ) -> jax.Array:
         skips = list(skips)
         for i, resnet in enumerate(self.resnets):
@@ -190,6 +218,7 @@ class UpBlock2D(nnx.Module):
             x = resnet(x, temb)
             if self.attentions is not None:
                 x = self.attentions[i](x, context)
+            x = _temporal(self.motion_modules, i, x, num_frames)
         if self.upsamplers is not None:
             x = self.upsamplers[0](x, upsample_size)
         return x
