@@ -1,4 +1,4 @@
-"""Conditioning embeddings: diffusion timestep, audio projection (later: face locator, speed)."""
+"""Conditioning embeddings: diffusion timestep, audio projection, face locator, head speed."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from emo_jax.models.layers import Compute, layer_norm, linear
+from emo_jax.models.layers import Compute, conv, layer_norm, linear
 
 
 def timestep_embedding(
@@ -75,3 +75,96 @@ class AudioProjection(nnx.Module):
         x = audio_features.reshape(b, f, -1)
         x = jax.nn.relu(self.proj2(jax.nn.relu(self.proj1(x))))
         return self.norm(self.proj3(x).reshape(b, f, self.context_tokens, self.output_dim))
+
+
+class FaceLocator(nnx.Module):
+    """Face-region mask -> features added to the backbone's first feature map (Hallo's `FaceLocator`, the
+    AnimateAnyone pose-guider shape, same names).
+
+    conv_in, then per stage a 3x3 conv and a stride-2 3x3 conv (SiLU after each), then a zero-initialised
+    conv_out, so a new locator adds nothing. Three stride-2 stages take the mask to latent resolution (/8).
+    The paper adds it "to the noisy latent"; like Hallo (and AnimateAnyone) we add it to the output of the
+    UNet's conv_in, which has `conditioning_embedding_channels` channels.
+    mask: [N, H, W, conditioning_channels] in [0, 1] -> [N, H / 8, W / 8, conditioning_embedding_channels].
+    """
+
+    def __init__(
+        self,
+        conditioning_embedding_channels: int = 320,
+        *,
+        conditioning_channels: int = 1,
+        block_out_channels: tuple[int, ...] = (16, 32, 64, 128),
+        compute: Compute = Compute(),
+        rngs: nnx.Rngs,
+    ):
+        ch = block_out_channels
+        self.conv_in = conv(conditioning_channels, ch[0], compute, rngs)
+        blocks = []
+        for c_in, c_out in zip(ch[:-1], ch[1:]):
+            blocks += [conv(c_in, c_in, compute, rngs), conv(c_in, c_out, compute, rngs, stride=2)]
+        self.blocks = nnx.List(blocks)
+        self.conv_out = conv(ch[-1], conditioning_embedding_channels, compute, rngs, zero_init=True)
+
+    def __call__(self, mask: jax.Array) -> jax.Array:
+        x = jax.nn.silu(self.conv_in(mask))
+        for block in self.blocks:
+            x = jax.nn.silu(block(x))
+        return self.conv_out(x)
+
+
+def speed_buckets(speeds, num_buckets: int = 9) -> tuple[list[float], list[float]]:
+    """Bucket centres and radii from observed head-rotation speeds (degrees per frame).
+
+    Centres at the speeds' (i + 0.5) / d quantiles, so each bucket holds as many frames; radius i is half the
+    distance to the nearer neighbouring centre (at least 1e-3), so neighbouring tanh ramps overlap.
+    """
+    import numpy as np
+
+    speeds = np.asarray(speeds, np.float64).ravel()
+    if speeds.size < num_buckets:
+        raise ValueError(f"need at least {num_buckets} speed samples, got {speeds.size}")
+    centres = np.quantile(speeds, (np.arange(num_buckets) + 0.5) / num_buckets)
+    gaps = np.diff(centres)
+    nearest = np.minimum(np.r_[gaps[:1], gaps], np.r_[gaps, gaps[-1:]]) if num_buckets > 1 else np.ones(1)
+    return centres.tolist(), np.maximum(nearest / 2, 1e-3).tolist()
+
+
+def speed_window(speed: jax.Array, centres, radii, m: int) -> jax.Array:
+    """Per-frame head speed -> bucketed and windowed speed features (paper, section 3.2).
+
+    s_i = tanh(3 (w_f - c_i) / r_i) for the d buckets, then for frame f the vectors of frames f-m .. f+m
+    (edges repeated), concatenated. speed: [B, F] degrees per frame -> [B, F, (2m + 1) d].
+    """
+    centres, radii = jnp.asarray(centres, jnp.float32), jnp.asarray(radii, jnp.float32)
+    buckets = jnp.tanh(3.0 * (speed[..., None] - centres) / radii)  # [B, F, d]
+    num_frames = speed.shape[1]
+    index = jnp.clip(jnp.arange(num_frames)[:, None] + jnp.arange(-m, m + 1)[None, :], 0, num_frames - 1)
+    return buckets[:, index].reshape(speed.shape[0], num_frames, -1)
+
+
+class SpeedEncoder(nnx.Module):
+    """Head speed -> one speed token per frame for the temporal layers' cross-attention.
+
+    speed: [B, F] degrees per frame -> `speed_window` [B, F, (2m + 1) d] -> linear_1 -> SiLU -> linear_2
+    -> [B, F, dim].
+    """
+
+    def __init__(
+        self,
+        centres,
+        radii,
+        *,
+        m: int = 2,
+        hidden_dim: int = 256,
+        dim: int = 768,
+        compute: Compute = Compute(),
+        rngs: nnx.Rngs,
+    ):
+        if len(centres) != len(radii):
+            raise ValueError(f"SpeedEncoder: {len(centres)} bucket centres but {len(radii)} radii")
+        self.centres, self.radii, self.m = tuple(centres), tuple(radii), m
+        self.linear_1 = linear((2 * m + 1) * len(centres), hidden_dim, compute, rngs)
+        self.linear_2 = linear(hidden_dim, dim, compute, rngs)
+
+    def __call__(self, speed: jax.Array) -> jax.Array:
+        return self.linear_2(jax.nn.silu(self.linear_1(speed_window(speed, self.centres, self.radii, self.m))))
