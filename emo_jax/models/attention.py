@@ -12,7 +12,7 @@ import math
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
+from flax import nnx, struct
 
 from emo_jax.models.layers import Compute, group_norm, layer_norm, linear
 
@@ -196,13 +196,48 @@ def sinusoidal_positions(length: int, dim: int) -> jax.Array:
     return table.at[:, 1::2].set(jnp.cos(position * freqs[: dim // 2]))
 
 
-class BasicTransformerBlock(nnx.Module):
-    """Pre-norm block: attention (attn1), second attention (attn2), GEGLU feed-forward, each with a residual.
+REFERENCE_MODES = (None, "concat_self", "cross")
 
-    attn2 attends to `encoder_hidden_states` of width `cross_attention_dim`; with `cross_attention_dim=None` it
-    is a second self-attention (diffusers' `double_self_attention`, as AnimateDiff's temporal blocks).
+
+@struct.dataclass
+class Context:
+    """What a UNet's transformer blocks attend to besides their own tokens (N = batch x frames).
+
+    encoder_hidden_states: [N, L, D] for attn2 (SD's text tokens; EMO's 'cross' mode without per-block features).
+    reference: transformer-block path -> [N, S, C], ReferenceNet features for reference attention.
+    audio: [N, A, Da] audio tokens; audio_keep: [N] 1/0, multiplies the audio attention's output (a dropped
+      sample's audio path is cut, for classifier-free guidance).
+    Per video, for the temporal layers (B videos): motion: spatial-block path -> [B, n, S, C], ReferenceNet
+      features of the n motion frames; speed: [B, F, Ds] speed tokens; speed_keep: [B].
+    collect: sow each spatial block's normed self-attention input as `reference_features` (ReferenceNet).
+    """
+
+    encoder_hidden_states: jax.Array | None = None
+    reference: dict[str, jax.Array] | None = None
+    audio: jax.Array | None = None
+    audio_keep: jax.Array | None = None
+    motion: dict[str, jax.Array] | None = None
+    speed: jax.Array | None = None
+    speed_keep: jax.Array | None = None
+    collect: bool = struct.field(pytree_node=False, default=False)
+
+
+class BasicTransformerBlock(nnx.Module):
+    """Pre-norm block: attn1, attn2, [audio attention], GEGLU feed-forward, each with a residual.
+
+    attn1: self-attention; with `reference_attention='concat_self'` its keys/values are its tokens concatenated
+      with this block's reference features (AnimateAnyone / Hallo).
+    attn2: cross-attention to `context.encoder_hidden_states` of width `cross_attention_dim` (SD's text), or
+      with `reference_attention='cross'` to this block's reference features (the paper's wording; width
+      `cross_attention_dim`, or the block's own width when that is None); `double_self_attention`: a second
+      self-attention (AnimateDiff's temporal blocks); none of these: no attn2 (EMO without text).
+    attn_audio: with `audio_cross_attention_dim`, cross-attention to the audio tokens after the reference
+      attention, output projection zero-initialised (a new layer changes nothing).
+    attn_speed: likewise with `speed_cross_attention_dim`, to speed tokens (temporal blocks; the caller gives
+      them per sequence as `speed` [N, F, Ds] with `speed_keep` [N]).
     `max_positions`: sinusoidal positions added to the normed input of attn1 and attn2 (temporal blocks).
-    hidden_states: [B, T, C]; encoder_hidden_states: [B, S, Cc] or None -> [B, T, C].
+    `path`: this block's key in `context.reference` (set by the UNet that owns it).
+    hidden_states: [N, T, C] -> [N, T, C].
     """
 
     def __init__(
@@ -212,22 +247,43 @@ class BasicTransformerBlock(nnx.Module):
         heads: int,
         dim_head: int,
         cross_attention_dim: int | None,
+        double_self_attention: bool = False,
+        reference_attention: str | None = None,
+        audio_cross_attention_dim: int | None = None,
+        speed_cross_attention_dim: int | None = None,
         max_positions: int | None = None,
         compute: Compute,
         rngs: nnx.Rngs,
     ):
+        if reference_attention not in REFERENCE_MODES:
+            raise ValueError(f"reference_attention must be one of {REFERENCE_MODES}, got {reference_attention!r}")
+        self.reference_attention = reference_attention
         self.max_positions = max_positions
+        self.path = ""
         self.norm1 = layer_norm(dim, 1e-5, compute, rngs)
         self.attn1 = Attention(dim, heads=heads, dim_head=dim_head, compute=compute, rngs=rngs)
-        self.norm2 = layer_norm(dim, 1e-5, compute, rngs)
-        self.attn2 = Attention(
-            dim,
-            heads=heads,
-            dim_head=dim_head,
-            cross_attention_dim=cross_attention_dim,
-            compute=compute,
-            rngs=rngs,
-        )
+        self.cross = cross_attention_dim is not None or reference_attention == "cross"
+        if self.cross or double_self_attention:
+            self.norm2 = layer_norm(dim, 1e-5, compute, rngs)
+            self.attn2 = Attention(
+                dim,
+                heads=heads,
+                dim_head=dim_head,
+                cross_attention_dim=cross_attention_dim if self.cross else None,
+                compute=compute,
+                rngs=rngs,
+            )
+        else:
+            self.norm2 = self.attn2 = None
+        def conditioning_attention(width: int | None) -> tuple[nnx.LayerNorm | None, Attention | None]:
+            if not width:
+                return None, None
+            attention = Attention(dim, heads=heads, dim_head=dim_head, cross_attention_dim=width,
+                                  zero_init_out=True, compute=compute, rngs=rngs)
+            return layer_norm(dim, 1e-5, compute, rngs), attention
+
+        self.norm_audio, self.attn_audio = conditioning_attention(audio_cross_attention_dim)
+        self.norm_speed, self.attn_speed = conditioning_attention(speed_cross_attention_dim)
         self.norm3 = layer_norm(dim, 1e-5, compute, rngs)
         self.ff = FeedForward(dim, compute=compute, rngs=rngs)
 
@@ -238,10 +294,33 @@ class BasicTransformerBlock(nnx.Module):
             raise ValueError(f"sequence of {x.shape[1]} is longer than the {self.max_positions} learned-for positions")
         return x + sinusoidal_positions(x.shape[1], x.shape[2]).astype(x.dtype)
 
-    def __call__(self, hidden_states: jax.Array, encoder_hidden_states: jax.Array | None = None) -> jax.Array:
-        hidden_states = hidden_states + self.attn1(self._positioned(self.norm1(hidden_states)))
-        hidden_states = hidden_states + self.attn2(self._positioned(self.norm2(hidden_states)), encoder_hidden_states)
+    def __call__(self, hidden_states: jax.Array, context: Context = Context()) -> jax.Array:
+        reference = (context.reference or {}).get(self.path) if self.reference_attention else None
+        normed = self._positioned(self.norm1(hidden_states))
+        if context.collect:
+            self.sow(nnx.Intermediate, "reference_features", normed)
+        keys = jnp.concatenate([normed, reference], axis=1) if self.reference_attention == "concat_self" and reference is not None else None
+        hidden_states = hidden_states + self.attn1(normed, keys)
+
+        if self.attn2 is not None:
+            cross_context = reference if self.reference_attention == "cross" and reference is not None else context.encoder_hidden_states
+            if self.cross and cross_context is None:
+                raise ValueError(f"transformer block {self.path or '?'}: attn2 needs encoder_hidden_states or reference features")
+            hidden_states = hidden_states + self.attn2(self._positioned(self.norm2(hidden_states)), cross_context if self.cross else None)
+
+        hidden_states = _conditioned(hidden_states, self.norm_audio, self.attn_audio, context.audio, context.audio_keep)
+        hidden_states = _conditioned(hidden_states, self.norm_speed, self.attn_speed, context.speed, context.speed_keep)
         return hidden_states + self.ff(self.norm3(hidden_states))
+
+
+def _conditioned(hidden_states, norm, attention, tokens, keep) -> jax.Array:
+    """Residual cross-attention to conditioning tokens [N, S, D]; `keep` [N] (1/0) cuts it per sample."""
+    if attention is None or tokens is None:
+        return hidden_states
+    out = attention(norm(hidden_states), tokens)
+    if keep is not None:
+        out = out * keep[:, None, None].astype(out.dtype)
+    return hidden_states + out
 
 
 class Transformer2DModel(nnx.Module):
@@ -249,7 +328,7 @@ class Transformer2DModel(nnx.Module):
 
     `proj_in`/`proj_out` are dense layers in both of diffusers' variants: a 1x1 conv on channels-last
     data is the same matmul, and conversion squeezes the conv kernel (`use_linear_projection=False`).
-    hidden_states: [B, H, W, C]; encoder_hidden_states: [B, S, Cc] -> [B, H, W, C].
+    hidden_states: [N, H, W, C]; context: what the blocks attend to (see `Context`) -> [N, H, W, C].
     """
 
     def __init__(
@@ -258,9 +337,11 @@ class Transformer2DModel(nnx.Module):
         *,
         num_attention_heads: int,
         attention_head_dim: int,
-        cross_attention_dim: int,
+        cross_attention_dim: int | None,
         num_layers: int = 1,
         norm_num_groups: int = 32,
+        reference_attention: str | None = None,
+        audio_cross_attention_dim: int | None = None,
         compute: Compute,
         rngs: nnx.Rngs,
     ):
@@ -274,6 +355,8 @@ class Transformer2DModel(nnx.Module):
                     heads=num_attention_heads,
                     dim_head=attention_head_dim,
                     cross_attention_dim=cross_attention_dim,
+                    reference_attention=reference_attention,
+                    audio_cross_attention_dim=audio_cross_attention_dim,
                     compute=compute,
                     rngs=rngs,
                 )
@@ -282,9 +365,9 @@ class Transformer2DModel(nnx.Module):
         )
         self.proj_out = linear(inner_dim, in_channels, compute, rngs)
 
-    def __call__(self, hidden_states: jax.Array, encoder_hidden_states: jax.Array) -> jax.Array:
+    def __call__(self, hidden_states: jax.Array, context: Context) -> jax.Array:
         b, h, w, c = hidden_states.shape
         x = self.proj_in(self.norm(hidden_states)).reshape(b, h * w, -1)
         for block in self.transformer_blocks:
-            x = block(x, encoder_hidden_states)
+            x = block(x, context)
         return self.proj_out(x).reshape(b, h, w, c) + hidden_states

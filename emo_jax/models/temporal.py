@@ -9,9 +9,10 @@ from __future__ import annotations
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
-from emo_jax.models.attention import BasicTransformerBlock
+from emo_jax.models.attention import BasicTransformerBlock, Context
 from emo_jax.models.layers import Compute, group_norm, linear
 
 
@@ -27,14 +28,18 @@ class MotionConfig:
     temporal_transformer_layers_per_block: int = 1
     temporal_transformer_layers_per_mid_block: int = 1
     use_motion_mid_block: bool = True
+    speed_cross_attention_dim: int | None = None  # EMO: temporal blocks attend to speed tokens of this width
 
 
 class TemporalTransformer(nnx.Module):
     """diffusers `AnimateDiffTransformer3D`: attention across frames at every pixel.
 
     GroupNorm over each video's frames and pixels -> proj_in -> blocks of (self-attention over frames twice,
-    with sinusoidal frame positions, then GEGLU) -> proj_out (zero-initialised, so a new module starts as the
-    identity) -> residual.
+    with sinusoidal frame positions, [speed cross-attention,] then GEGLU) -> proj_out (zero-initialised, so a
+    new module starts as the identity) -> residual.
+    EMO: `context.motion[self.motion_key]` ([B, n, H * W, C], ReferenceNet features of the n motion frames at
+    the spatial block just before this module) are prepended as frames; the module runs over n + F frames
+    and returns the last F. `context.speed` [B, F, Ds] is attended by every block (`speed_cross_attention_dim`).
     x: [B * F, H, W, C] with frames contiguous per video -> [B * F, H, W, C].
     """
 
@@ -46,9 +51,11 @@ class TemporalTransformer(nnx.Module):
         num_layers: int,
         norm_num_groups: int,
         max_seq_length: int,
+        speed_cross_attention_dim: int | None = None,
         compute: Compute,
         rngs: nnx.Rngs,
     ):
+        self.motion_key: str | None = None  # set by the owning UNet: the spatial block before this module
         self.norm = group_norm(channels, norm_num_groups, 1e-6, compute, rngs)
         self.proj_in = linear(channels, channels, compute, rngs)
         self.transformer_blocks = nnx.List(
@@ -58,7 +65,9 @@ class TemporalTransformer(nnx.Module):
                     heads=num_attention_heads,
                     dim_head=channels // num_attention_heads,
                     cross_attention_dim=None,
+                    double_self_attention=True,
                     max_positions=max_seq_length,
+                    speed_cross_attention_dim=speed_cross_attention_dim,
                     compute=compute,
                     rngs=rngs,
                 )
@@ -67,14 +76,25 @@ class TemporalTransformer(nnx.Module):
         )
         self.proj_out = linear(channels, channels, compute, rngs, zero_init=True)
 
-    def __call__(self, x: jax.Array, num_frames: int) -> jax.Array:
+    def __call__(self, x: jax.Array, num_frames: int, context: Context = Context()) -> jax.Array:
         bf, h, w, c = x.shape
         b = bf // num_frames
-        video = self.norm(x.reshape(b, num_frames, h, w, c))  # statistics over frames and pixels of a video
-        tokens = video.transpose(0, 2, 3, 1, 4).reshape(b * h * w, num_frames, c)  # sequences over frames
+        video = x.reshape(b, num_frames, h, w, c)
+        motion = (context.motion or {}).get(self.motion_key) if self.motion_key else None
+        if motion is not None:  # motion frames first: [B, n + F, H, W, C]
+            video = jnp.concatenate([motion.reshape(b, -1, h, w, c).astype(video.dtype), video], axis=1)
+        frames = video.shape[1]
+        video = self.norm(video)  # statistics over frames and pixels of a video
+        tokens = video.transpose(0, 2, 3, 1, 4).reshape(b * h * w, frames, c)  # sequences over frames
         tokens = self.proj_in(tokens)
+        block_context = Context()
+        if context.speed is not None:  # speed tokens of the clip's frames, for every pixel's sequence
+            block_context = Context(
+                speed=jnp.repeat(context.speed, h * w, axis=0),
+                speed_keep=None if context.speed_keep is None else jnp.repeat(context.speed_keep, h * w, axis=0),
+            )
         for block in self.transformer_blocks:
-            tokens = block(tokens)
+            tokens = block(tokens, block_context)
         tokens = self.proj_out(tokens)
-        out = tokens.reshape(b, h, w, num_frames, c).transpose(0, 3, 1, 2, 4).reshape(bf, h, w, c)
-        return out + x
+        out = tokens.reshape(b, h, w, frames, c).transpose(0, 3, 1, 2, 4)[:, frames - num_frames :]
+        return out.reshape(bf, h, w, c) + x

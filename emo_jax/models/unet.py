@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from emo_jax.models.attention import Transformer2DModel
+from emo_jax.models.attention import BasicTransformerBlock, Context, Transformer2DModel
 from emo_jax.models.conditioning import TimestepEmbedding, timestep_embedding
 from emo_jax.models.hf_config import read_hf_config, to_diffusers_config
 from emo_jax.models.layers import Compute, conv, group_norm
@@ -102,7 +102,7 @@ class UNetConfig:
     transformer_layers_per_block: int | tuple[int, ...] = 1
     attention_head_dim: int | tuple[int, ...] = 8
     num_attention_heads: int | tuple[int, ...] | None = None
-    cross_attention_dim: int = 768
+    cross_attention_dim: int | None = 768  # None: no text (attn2 only in 'cross' reference mode)
     norm_num_groups: int = 32
     norm_eps: float = 1e-5
     use_linear_projection: bool = False
@@ -111,8 +111,13 @@ class UNetConfig:
     downsample_padding: int = 1
     mid_block_scale_factor: float = 1.0
     motion: MotionConfig | None = None  # AnimateDiff motion modules: a video UNet
+    # EMO backbone extensions (no diffusers twin): see attention.BasicTransformerBlock.
+    reference_attention: str | None = None  # None | 'concat_self' | 'cross'
+    audio_cross_attention_dim: int | None = None  # audio attention in every spatial block
 
     def __post_init__(self):
+        if isinstance(self.motion, Mapping):  # from a config file
+            object.__setattr__(self, "motion", MotionConfig(**self.motion))
         for name in ("block_out_channels", "down_block_types", "up_block_types"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         for name in ("layers_per_block", "transformer_layers_per_block", "attention_head_dim", "num_attention_heads"):
@@ -131,7 +136,7 @@ class UNetConfig:
         for kind in self.up_block_types:
             if kind not in (CROSS_ATTN_UP, UP):
                 raise ValueError(f"UNetConfig: unsupported up block type {kind!r}")
-        if not isinstance(self.cross_attention_dim, int):
+        if self.cross_attention_dim is not None and not isinstance(self.cross_attention_dim, int):
             raise ValueError("UNetConfig: per-block cross_attention_dim is not supported; give one int")
         for i, heads in enumerate(self.heads):
             if self.block_out_channels[i] % heads:
@@ -168,12 +173,14 @@ class UNetConfig:
     def to_diffusers(self) -> dict[str, Any]:
         """The diffusers config.json dict of this architecture: `UNet2DConditionModel(**d)`, or with motion
         modules `UNetMotionModel(**d)`, builds its twin."""
+        extensions = {"motion", "reference_attention", "audio_cross_attention_dim"}
+        emo = {k: getattr(self, k) for k in extensions - {"motion"} if getattr(self, k) is not None}
         if self.motion is None:
-            return {k: v for k, v in to_diffusers_config(self, "UNet2DConditionModel").items() if k != "motion"}
+            return {**{k: v for k, v in to_diffusers_config(self, "UNet2DConditionModel").items() if k not in extensions}, **emo}
         if not self.flip_sin_to_cos or self.freq_shift != 0:
             raise ValueError("UNetMotionModel fixes flip_sin_to_cos=True, freq_shift=0")
         d = {k: v for k, v in to_diffusers_config(self, "UNetMotionModel").items()
-             if k not in ("motion", "attention_head_dim", "flip_sin_to_cos", "freq_shift")}
+             if k not in extensions | {"attention_head_dim", "flip_sin_to_cos", "freq_shift"}}
         motion_names = {image: video for video, image in MOTION_BLOCK_TYPES.items()}
         return {
             **d,
@@ -181,6 +188,7 @@ class UNetConfig:
             "num_attention_heads": list(self.heads),
             "down_block_types": [motion_names[kind] for kind in self.down_block_types],
             "up_block_types": [motion_names[kind] for kind in self.up_block_types],
+            **emo,
         }
 
 
@@ -190,7 +198,12 @@ class UNet(nnx.Module):
     Images: sample [B, H, W, in_channels] -> [B, H, W, out_channels] (any H, W; sizes that do not halve evenly
     are restored on the way up). Video: sample [B, F, H, W, in_channels] -> [B, F, H, W, out_channels]; spatial
     layers see each frame alone, motion modules (if configured) attend across frames.
-    timesteps: [] or [B]; encoder_hidden_states: [B, L, cross_attention_dim], or per frame [B, F, L, ...].
+    timesteps: [] or [B]; encoder_hidden_states: [B, L, cross_attention_dim] or None (no text).
+    EMO inputs (keyword): reference {block path: [B, S, C]} (ReferenceNet features, shared by a video's frames);
+    motion {block path: [B, n, S, C]} (ReferenceNet features of the n motion frames); audio [B, F, A, Da]
+    tokens per frame (or [B, A, Da] for images); speed [B, F, Ds] tokens; audio_keep, speed_keep [B];
+    conv_in_residual [B, (F,) H, W, C0] added after conv_in (face locator); collect_reference: sow the
+    features a ReferenceNet provides.
     """
 
     def __init__(self, config: UNetConfig, *, compute: Compute = Compute(), rngs: nnx.Rngs):
@@ -208,6 +221,8 @@ class UNet(nnx.Module):
                 cross_attention_dim=c.cross_attention_dim,
                 num_layers=num_layers,
                 norm_num_groups=c.norm_num_groups,
+                reference_attention=c.reference_attention,
+                audio_cross_attention_dim=c.audio_cross_attention_dim,
                 compute=compute,
                 rngs=rngs,
             )
@@ -219,6 +234,7 @@ class UNet(nnx.Module):
                 num_layers=num_layers,
                 norm_num_groups=c.norm_num_groups,
                 max_seq_length=c.motion.motion_max_seq_length,
+                speed_cross_attention_dim=c.motion.speed_cross_attention_dim,
                 compute=compute,
                 rngs=rngs,
             )
@@ -287,18 +303,60 @@ class UNet(nnx.Module):
         self.conv_norm_out = group_norm(channels[0], c.norm_num_groups, c.norm_eps, compute, rngs)
         self.conv_out = conv(channels[0], c.out_channels, compute, rngs)
 
-    def __call__(self, sample: jax.Array, timesteps: jax.Array, encoder_hidden_states: jax.Array) -> jax.Array:
+        # Each spatial transformer block's key in `Context.reference`: its attribute path, the same path under
+        # which a ReferenceNet of this layout sows its features.
+        # A motion module reads the motion-frame features of the spatial block before it (same index).
+        for path, node in nnx.iter_graph(self):
+            if isinstance(node, BasicTransformerBlock) and "attentions" in path:
+                node.path = ".".join(str(p) for p in path)
+            elif isinstance(node, TemporalTransformer):
+                owner = self
+                for part in path[:-2]:
+                    owner = owner[part] if isinstance(part, int) else getattr(owner, part)
+                if owner.attentions is not None:
+                    prefix = ".".join(str(p) for p in path[:-2])
+                    node.motion_key = f"{prefix}.attentions.{path[-1]}.transformer_blocks.0"
+
+    def __call__(
+        self,
+        sample: jax.Array,
+        timesteps: jax.Array,
+        encoder_hidden_states: jax.Array | None = None,
+        *,
+        reference: dict[str, jax.Array] | None = None,
+        audio: jax.Array | None = None,
+        audio_keep: jax.Array | None = None,
+        motion: dict[str, jax.Array] | None = None,
+        speed: jax.Array | None = None,
+        speed_keep: jax.Array | None = None,
+        conv_in_residual: jax.Array | None = None,
+        collect_reference: bool = False,
+    ) -> jax.Array:
         c = self.config
         batch = sample.shape[0]
         video = sample.ndim == 5
         num_frames = sample.shape[1] if video else 1
+
+        def per_frame(x: jax.Array | None, shared_ndim: int) -> jax.Array | None:
+            """[B, F, ...] -> [B * F, ...]; a per-video [B, ...] (ndim `shared_ndim`) is repeated per frame."""
+            if x is None:
+                return None
+            if x.ndim == shared_ndim:
+                return jnp.repeat(x, num_frames, axis=0) if num_frames > 1 else x
+            return x.reshape((batch * num_frames,) + x.shape[2:])
+
         if video:  # frames into the batch, each video's frames contiguous: [B * F, H, W, C]
             sample = sample.reshape((batch * num_frames,) + sample.shape[2:])
-        context = encoder_hidden_states
-        if context.ndim == 4:  # per-frame context [B, F, L, D]
-            context = context.reshape((batch * num_frames,) + context.shape[2:])
-        elif num_frames > 1:
-            context = jnp.repeat(context, num_frames, axis=0)
+        context = Context(
+            encoder_hidden_states=per_frame(encoder_hidden_states, 3),
+            reference=None if reference is None else {k: per_frame(v, 3) for k, v in reference.items()},
+            audio=per_frame(audio, 3),
+            audio_keep=per_frame(audio_keep, 1),
+            motion=motion,
+            speed=speed,
+            speed_keep=speed_keep,
+            collect=collect_reference,
+        )
 
         timesteps = jnp.broadcast_to(jnp.asarray(timesteps), (batch,))
         t_emb = timestep_embedding(
@@ -307,6 +365,8 @@ class UNet(nnx.Module):
         temb = jnp.repeat(self.time_embedding(t_emb), num_frames, axis=0)
 
         x = self.conv_in(sample)
+        if conv_in_residual is not None:
+            x = x + per_frame(conv_in_residual, 4)
         skips = [x]
         for block in self.down_blocks:
             x, block_skips = block(x, temb, context, num_frames)

@@ -26,8 +26,8 @@ def _modules(factory: AttentionFactory | None, channels: int, count: int) -> nnx
     return nnx.List([factory(channels) for _ in range(count)]) if factory else None
 
 
-def _temporal(motion_modules: nnx.List | None, i: int, x: jax.Array, num_frames: int | None) -> jax.Array:
-    return motion_modules[i](x, num_frames) if motion_modules is not None else x
+def _temporal(motion_modules: nnx.List | None, i: int, x: jax.Array, num_frames: int | None, context) -> jax.Array:
+    return motion_modules[i](x, num_frames, context) if motion_modules is not None else x
 
 
 class DownBlock2D(nnx.Module):
@@ -92,7 +92,7 @@ class DownBlock2D(nnx.Module):
             x = resnet(x, temb)
             if self.attentions is not None:
                 x = self.attentions[i](x, context)
-            x = _temporal(self.motion_modules, i, x, num_frames)
+            x = _temporal(self.motion_modules, i, x, num_frames, context)
             skips.append(x)
         if self.downsamplers is not None:
             x = self.downsamplers[0](x)
@@ -149,7 +149,7 @@ class MidBlock2D(nnx.Module):
         for i, resnet in enumerate(self.resnets[1:]):
             if self.attentions is not None:
                 x = self.attentions[i](x, context)
-            x = _temporal(self.motion_modules, i, x, num_frames)
+            x = _temporal(self.motion_modules, i, x, num_frames, context)
             x = resnet(x, temb)
         return x
 
@@ -218,7 +218,7 @@ class UpBlock2D(nnx.Module):
             x = resnet(x, temb)
             if self.attentions is not None:
                 x = self.attentions[i](x, context)
-            x = _temporal(self.motion_modules, i, x, num_frames)
+            x = _temporal(self.motion_modules, i, x, num_frames, context)
         if self.upsamplers is not None:
             x = self.upsamplers[0](x, upsample_size)
         return x

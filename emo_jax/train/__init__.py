@@ -1,0 +1,1 @@
+"""Training: which parameters train (later: trainer, sharding, checkpointing)."""

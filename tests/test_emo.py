@@ -1,0 +1,159 @@
+"""The EMO model's properties: what each conditioning path changes, and what starts as the identity."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from emo_jax.models.emo import EMO, emo_config, param_counts
+from emo_jax.train.trainable import trainable_filter, trainable_paths
+
+B, F, N_MOTION, LATENT = 2, 3, 4, 8
+
+
+def inputs(seed=0):
+    rng = np.random.default_rng(seed)
+    face_mask = np.zeros((B, F, 8 * LATENT, 8 * LATENT, 1), np.float32)
+    face_mask[:, :, 16:48, 20:44] = 1
+    return dict(
+        noisy=jnp.asarray(rng.standard_normal((B, F, LATENT, LATENT, 4), dtype=np.float32)),
+        timesteps=jnp.array([100, 700]),
+        reference_latent=jnp.asarray(rng.standard_normal((B, LATENT, LATENT, 4), dtype=np.float32)),
+        face_mask=jnp.asarray(face_mask),
+        motion_latents=jnp.asarray(rng.standard_normal((B, N_MOTION, LATENT, LATENT, 4), dtype=np.float32)),
+        has_motion=jnp.array([1.0, 1.0]),
+        audio_features=jnp.asarray(rng.standard_normal((B, F, 5, 1, 80), dtype=np.float32)),
+        speed=jnp.asarray(rng.uniform(0, 2, (B, F)).astype(np.float32)),
+    )
+
+
+def trained(model: EMO, seed: int = 0) -> EMO:
+    """Gives every zero-initialised output projection random weights, as training would."""
+    key = jax.random.key(seed)
+    flat = []
+    for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+        value = var[...]
+        if not value.any():
+            key, sub = jax.random.split(key)
+            value = 0.05 * jax.random.normal(sub, value.shape, value.dtype)
+        flat.append((path, var.replace(value)))
+    nnx.update(model, nnx.from_flat_state(flat))
+    return model
+
+
+@pytest.fixture(scope="module")
+def stage3():
+    return trained(EMO(emo_config("tiny", stage=3), rngs=nnx.Rngs(0)))
+
+
+def test_forward_shapes_and_reference_feature_keys(stage3):
+    out = stage3(**inputs())
+    assert out.shape == (B, F, LATENT, LATENT, 4) and np.isfinite(out).all()
+    features = stage3.encode_reference(inputs()["reference_latent"])
+    spatial_blocks = {node.path for _, node in nnx.iter_graph(stage3.backbone) if getattr(node, "path", "")}
+    assert set(features) == spatial_blocks  # one entry per backbone transformer block, same keys
+    assert features["down_blocks.0.attentions.0.transformer_blocks.0"].shape == (B, LATENT * LATENT, 32)
+
+
+def test_new_layers_leave_the_image_model_unchanged():
+    """Stage 2/3 add temporal, audio, speed layers and a face locator, all zero at the output: the video
+    model then predicts, frame by frame, what the stage-1 image model does."""
+    image = EMO(emo_config("tiny", stage=1), rngs=nnx.Rngs(0))
+    video = EMO(emo_config("tiny", stage=3), rngs=nnx.Rngs(1))
+    nnx.update(video, nnx.state(image, nnx.Param))  # shared parts: stage 1 weights
+    x = inputs()
+    video_out = video(**x)
+    for f in range(F):
+        frame = image(x["noisy"][:, f : f + 1], x["timesteps"], x["reference_latent"], face_mask=x["face_mask"][:, f : f + 1])
+        np.testing.assert_allclose(video_out[:, f], frame[:, 0], atol=1e-5)
+
+
+def test_reference_changes_output_only_through_reference_attention(stage3):
+    x = inputs()
+    other = dict(x, reference_latent=x["reference_latent"] + 1.0)
+    assert not np.allclose(stage3(**x), stage3(**other), atol=1e-4)
+    # The same backbone with reference attention off ignores the reference features.
+    config = dataclasses.replace(stage3.config.backbone, reference_attention=None)
+    from emo_jax.models import UNet
+
+    plain = UNet(config, rngs=nnx.Rngs(0))
+    nnx.update(plain, nnx.state(stage3.backbone, nnx.Param))
+    features = stage3.encode_reference(x["reference_latent"])
+    moved = {k: v + 1.0 for k, v in features.items()}
+    np.testing.assert_array_equal(plain(x["noisy"], x["timesteps"], reference=features),
+                                  plain(x["noisy"], x["timesteps"], reference=moved))
+
+
+def test_dropped_audio_cuts_exactly_that_samples_audio_path(stage3):
+    x = inputs()
+    with_audio = stage3(**x, audio_keep=jnp.array([0.0, 1.0]))
+    without_audio = stage3(**dict(x, audio_features=None))
+    full_audio = stage3(**x)
+    np.testing.assert_allclose(with_audio[0], without_audio[0], atol=1e-5)  # sample 0: as if no audio
+    np.testing.assert_allclose(with_audio[1], full_audio[1], atol=1e-5)  # sample 1: untouched
+    assert not np.allclose(with_audio[0], full_audio[0], atol=1e-4)  # and audio did matter
+
+
+def test_speed_and_motion_frames_reach_the_output(stage3):
+    x = inputs()
+    base = stage3(**x)
+    assert not np.allclose(base, stage3(**dict(x, speed=x["speed"] + 1.0)), atol=1e-4)
+    assert not np.allclose(base, stage3(**dict(x, motion_latents=x["motion_latents"] + 1.0)), atol=1e-4)
+    # A first clip (no motion frames): zero motion features, whatever the motion latents hold.
+    first = dict(x, has_motion=jnp.array([0.0, 0.0]))
+    np.testing.assert_allclose(stage3(**first), stage3(**dict(first, motion_latents=x["motion_latents"] * 5)), atol=1e-5)
+
+
+def test_frames_permute_with_the_input_when_temporal_layers_are_off():
+    model = trained(EMO(emo_config("tiny", stage=1), rngs=nnx.Rngs(0)))
+    x = inputs()
+    order = jnp.array([2, 0, 1])
+    permuted = model(x["noisy"][:, order], x["timesteps"], x["reference_latent"], face_mask=x["face_mask"][:, order])
+    original = model(x["noisy"], x["timesteps"], x["reference_latent"], face_mask=x["face_mask"])
+    np.testing.assert_allclose(permuted, original[:, order], atol=1e-5)
+
+
+STAGE_TRAINABLE = {
+    1: [r"^reference_net\.", r"^backbone\.", r"^face_locator\."],
+    2: [r"^backbone\..*motion_modules\.", r"^backbone\..*(attn_audio|norm_audio)\.", r"^audio_projection\."],
+    3: [r"^backbone\..*motion_modules\.", r"^speed_encoder\."],
+}
+
+
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_gradients_reach_exactly_the_trainable_parameters(stage):
+    model = trained(EMO(emo_config("tiny", stage=stage), rngs=nnx.Rngs(0)))
+    x = inputs()
+    if stage == 1:
+        x = {k: x[k] for k in ("noisy", "timesteps", "reference_latent", "face_mask")}
+        x["noisy"], x["face_mask"] = x["noisy"][:, :1], x["face_mask"][:, :1]
+    patterns = STAGE_TRAINABLE[stage]
+
+    def loss(model):
+        return jnp.mean(model(**x) ** 2)
+
+    grads = nnx.grad(loss, argnums=nnx.DiffState(0, trainable_filter(patterns)))(model)
+    grad_paths = {".".join(str(p) for p in path) for path, _ in nnx.to_flat_state(grads)}
+    assert grad_paths == set(trainable_paths(model, patterns))
+    # The backbone's trainable output projections all receive signal (zero-initialised ones were given
+    # weights above). The ReferenceNet's tail after its last read feature gets none by construction.
+    backbone_outputs = [g for path, g in nnx.to_flat_state(grads) if path[0] == "backbone" and path[-2:] == ("proj_out", "kernel")]
+    assert backbone_outputs and all(float(jnp.abs(g[...]).sum()) > 0 for g in backbone_outputs)
+    if stage == 3:
+        assert not any("attn_audio" in p for p in grad_paths)  # audio layers frozen in the speed stage
+
+
+def test_trainable_pattern_typo_is_an_error():
+    model = EMO(emo_config("tiny", stage=1), rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="matches no parameter"):
+        trainable_paths(model, [r"^backbone\.", r"^face_locater\."])
+
+
+def test_sd15_sizes_build_abstractly():
+    model = nnx.eval_shape(lambda: EMO(emo_config("sd15", stage=3), rngs=nnx.Rngs(0)))
+    assert all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(nnx.state(model)))
+    counts = param_counts(model)
+    assert 0.8e9 < counts["reference_net"] < 0.9e9 and counts["backbone"] > counts["reference_net"]
