@@ -9,11 +9,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from emo_jax.convert.state_dict import ConversionError
 
 # Jobs that later issues build: subcommand -> what it will do.
 NOT_BUILT = {
-    "info": "parameter counts of a model config (EMO model issue)",
     "train": "three-stage EMO training (training issue)",
     "sample": "audio-driven video sampling (sampling issue)",
     "preprocess": "videos -> face-centred clips (data issue)",
@@ -63,6 +64,27 @@ def _convert(args: argparse.Namespace) -> None:
             errors = verify(model, load_peer(part_src, class_name, args.variant))
             for name, err in errors.items():
                 print(f"  verify {name}: relative error {err:.2e} (JAX vs PyTorch, fp32, random input)")
+
+
+def _info(args: argparse.Namespace) -> None:
+    from flax import nnx
+
+    from emo_jax.config import load_config
+    from emo_jax.models.emo import EMO, emo_config, param_counts
+    from emo_jax.train.trainable import trainable_paths
+
+    config = load_config(args.config)
+    model = nnx.eval_shape(lambda: EMO(emo_config(**config.model), rngs=nnx.Rngs(0)))  # shapes only
+    counts = param_counts(model)
+    trainable = set(trainable_paths(model, config.trainable))
+    trained: dict[str, int] = {}
+    for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+        if ".".join(str(p) for p in path) in trainable:
+            trained[str(path[0])] = trained.get(str(path[0]), 0) + int(np.prod(var.shape))
+    print(f"EMO {config.model.size}, stage {config.model.stage} ({args.config}); parameters:")
+    for part, count in counts.items():
+        print(f"  {part:<18} {count:>15,}   trainable {trained.get(part, 0):>15,}")
+    print(f"  {'total':<18} {sum(counts.values()):>15,}   trainable {sum(trained.values()):>15,}")
 
 
 def _audio_features(args: argparse.Namespace) -> None:
@@ -117,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--variant", help="weights variant, e.g. fp16 (diffusion_pytorch_model.fp16.safetensors)")
     convert.add_argument("--verify", action="store_true", help="compare with the PyTorch model (needs torch, diffusers)")
     convert.set_defaults(func=_convert)
+
+    info = sub.add_parser("info", help="parameter counts of an EMO config, per part (no weights allocated)")
+    info.add_argument("--config", default="configs/stage2.py", help="config file (default: configs/stage2.py)")
+    info.set_defaults(func=_info)
 
     audio = sub.add_parser("audio-features", help="audio file -> features per video frame (.npy)")
     audio.add_argument("--audio", required=True, help="wav, flac, ogg, mp3, m4a, ...")

@@ -113,3 +113,12 @@ def test_audio_features_of_a_non_audio_file_fails_cleanly(tmp_path, capsys):
         main(["audio-features", "--audio", str(tmp_path / "x.wav"), "--out", str(tmp_path / "f.npy"), "--encoder", "logmel"])
     assert info.value.code == 1
     assert "x.wav: not a readable audio file" in capsys.readouterr().err
+
+
+def test_info_counts_parameters_per_part(capsys):
+    main(["info", "--config", "configs/stage3.py:tiny"])
+    out = capsys.readouterr().out
+    assert "EMO tiny, stage 3" in out
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+    assert set(rows) == {"audio_projection", "backbone", "face_locator", "reference_net", "speed_encoder", "total"}
+    assert rows["reference_net"][-1] == "0" and rows["speed_encoder"][1] == rows["speed_encoder"][-1]  # frozen / trained

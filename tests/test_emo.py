@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from emo_jax.config import load_config
 from emo_jax.models.emo import EMO, emo_config, param_counts
 from emo_jax.train.trainable import trainable_filter, trainable_paths
 
@@ -116,13 +117,6 @@ def test_frames_permute_with_the_input_when_temporal_layers_are_off():
     np.testing.assert_allclose(permuted, original[:, order], atol=1e-5)
 
 
-STAGE_TRAINABLE = {
-    1: [r"^reference_net\.", r"^backbone\.", r"^face_locator\."],
-    2: [r"^backbone\..*motion_modules\.", r"^backbone\..*(attn_audio|norm_audio)\.", r"^audio_projection\."],
-    3: [r"^backbone\..*motion_modules\.", r"^speed_encoder\."],
-}
-
-
 @pytest.mark.parametrize("stage", [1, 2, 3])
 def test_gradients_reach_exactly_the_trainable_parameters(stage):
     model = trained(EMO(emo_config("tiny", stage=stage), rngs=nnx.Rngs(0)))
@@ -130,7 +124,7 @@ def test_gradients_reach_exactly_the_trainable_parameters(stage):
     if stage == 1:
         x = {k: x[k] for k in ("noisy", "timesteps", "reference_latent", "face_mask")}
         x["noisy"], x["face_mask"] = x["noisy"][:, :1], x["face_mask"][:, :1]
-    patterns = STAGE_TRAINABLE[stage]
+    patterns = load_config(f"stage{stage}.py:tiny").trainable
 
     def loss(model):
         return jnp.mean(model(**x) ** 2)
@@ -157,3 +151,43 @@ def test_sd15_sizes_build_abstractly():
     assert all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(nnx.state(model)))
     counts = param_counts(model)
     assert 0.8e9 < counts["reference_net"] < 0.9e9 and counts["backbone"] > counts["reference_net"]
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("mode", ["concat_self", "cross"])
+def test_sd_and_motion_adapter_weights_fill_the_emo_model(mode):
+    from peers import require, state_dict_numpy
+
+    torch = require("torch")
+    diffusers = require("diffusers")
+    from emo_jax.convert.emo import emo_from_diffusers
+
+    config = emo_config("tiny", stage=3, reference_attention=mode)
+    sd_config = {k: v for k, v in config.reference_net.to_diffusers().items() if k != "_class_name"}
+    torch.manual_seed(0)
+    sd = state_dict_numpy(diffusers.UNet2DConditionModel(**{**sd_config, "cross_attention_dim": 24}))
+    adapter = state_dict_numpy(diffusers.MotionAdapter(
+        block_out_channels=config.backbone.block_out_channels, motion_layers_per_block=1,
+        motion_num_attention_heads=4, motion_norm_num_groups=16,
+    ))
+    model = EMO(config, rngs=nnx.Rngs(0))
+    before = {".".join(map(str, p)): np.asarray(v[...]) for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    emo_from_diffusers(model, sd, motion_adapter=adapter)
+    after = {".".join(map(str, p)): np.asarray(v[...]) for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+
+    block = "down_blocks.0.attentions.0.transformer_blocks.0"
+    for net in ("reference_net", "backbone"):
+        np.testing.assert_array_equal(after[f"{net}.conv_in.kernel"], sd["conv_in.weight"].transpose(2, 3, 1, 0))
+        np.testing.assert_array_equal(after[f"{net}.{block}.attn1.to_q.kernel"], sd[f"{block}.attn1.to_q.weight"].T)
+    motion = "down_blocks.0.motion_modules.0.transformer_blocks.0.attn1.to_q"
+    np.testing.assert_array_equal(after[f"backbone.{motion}.kernel"], adapter[f"{motion}.weight"].T)
+    # EMO-only layers keep their init.
+    for path in (f"backbone.{block}.attn_audio.to_q.kernel",
+                 "backbone.down_blocks.0.motion_modules.0.transformer_blocks.0.attn_speed.to_q.kernel",
+                 "face_locator.conv_in.kernel", "speed_encoder.linear_1.kernel"):
+        np.testing.assert_array_equal(after[path], before[path])
+    if mode == "cross":  # attn2 at the block's width: query and output from SD, keys/values fresh
+        np.testing.assert_array_equal(after[f"backbone.{block}.attn2.to_q.kernel"], sd[f"{block}.attn2.to_q.weight"].T)
+        np.testing.assert_array_equal(after[f"backbone.{block}.attn2.to_k.kernel"], before[f"backbone.{block}.attn2.to_k.kernel"])
+    else:
+        assert not any(".attn2." in p for p in after if ".attentions." in p)

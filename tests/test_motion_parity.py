@@ -66,13 +66,18 @@ def _run(unet, sample, timesteps, context):
 
 
 @pytest.mark.parity
-def test_unet_motion_model_matches_diffusers(peers):
+@pytest.mark.parametrize("reference_attention", [None, "cross"])
+def test_unet_motion_model_matches_diffusers(peers, reference_attention):
+    """Also EMO's backbone in 'cross' reference mode: with no per-block reference features, its attn2 takes
+    the same context tokens as diffusers' text cross-attention (audio, face, motion-frame, speed paths off)."""
     _, _, video = peers
-    ours = from_diffusers_unet(state_dict_numpy(video), dict(video.config))
+    config = {**dict(video.config), "reference_attention": reference_attention}
+    ours = from_diffusers_unet(state_dict_numpy(video), config)
     assert ours.config.motion == MotionConfig(motion_num_attention_heads=2, motion_max_seq_length=16)
+    assert ours.config.reference_attention == reference_attention
     inputs = _inputs()
     err = rel_err(_run(ours, *inputs), _run_peer(video, *inputs))
-    print(f"UNetMotionModel, {FRAMES} frames: rel err {err:.2e}")
+    print(f"UNetMotionModel, {FRAMES} frames, reference attention {reference_attention}: rel err {err:.2e}")
     assert err < 1e-5
 
 

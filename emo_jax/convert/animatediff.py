@@ -14,6 +14,7 @@ import numpy as np
 
 from emo_jax.convert.state_dict import ConversionError, load_state_dict
 from emo_jax.models import MotionConfig, UNet
+from emo_jax.models.attention import EMO_ONLY_LAYERS
 
 # original AnimateDiff name -> diffusers MotionAdapter name
 _ORIGINAL_NAMES = [
@@ -37,11 +38,14 @@ def from_animatediff_motion_adapter(
     state_dict: Mapping[str, np.ndarray], unet: UNet, *, source: str = "motion adapter"
 ) -> UNet:
     """Loads every motion-module parameter of `unet` from a motion adapter state dict (either layout);
-    the spatial weights of `unet` are kept. The adapter must hold exactly `unet`'s motion modules
-    (e.g. a mid-block module only where `motion.use_motion_mid_block`)."""
+    the spatial weights of `unet`, and EMO's speed attention inside the motion modules, are kept. The adapter
+    must hold exactly `unet`'s motion modules (e.g. a mid-block module only where `motion.use_motion_mid_block`)."""
     if unet.config.motion is None:
         raise ConversionError(f"{source}: the UNet has no motion modules (UNetConfig.motion is None)")
-    return load_state_dict(unet, state_dict, source=source, rename=_motion_key, only=lambda path: ".motion_modules." in f".{path}")
+    def is_motion(path: str) -> bool:
+        return ".motion_modules." in f".{path}" and not EMO_ONLY_LAYERS.search(path)
+
+    return load_state_dict(unet, state_dict, source=source, rename=_motion_key, only=is_motion)
 
 
 def motion_config_from_adapter(config: Mapping, *, source: str = "motion adapter config") -> MotionConfig:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -197,6 +198,8 @@ def sinusoidal_positions(length: int, dim: int) -> jax.Array:
 
 
 REFERENCE_MODES = (None, "concat_self", "cross")
+# Attention layers EMO adds to SD / AnimateDiff blocks (no PyTorch checkpoint holds them).
+EMO_ONLY_LAYERS = re.compile(r"(^|\.)(attn_audio|norm_audio|attn_speed|norm_speed)\.")
 
 
 @struct.dataclass
