@@ -11,13 +11,11 @@ REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def resolve(spec: str) -> tuple[Path, str | None]:
-    """'configs/tiny.py:arg' -> (existing file, 'arg'); a bare name such as 'tiny' means the bundled configs/tiny.py."""
+    """'configs/tiny.py:arg' -> (existing file, 'arg'). Looked up as given, then from the repository root, then
+    in the bundled configs/ ('tiny' and 'tiny.py' both mean configs/tiny.py)."""
     path_str, _, arg = spec.partition(":")
-    candidates = [Path(path_str)]
-    if not path_str.endswith(".py"):
-        candidates.append(REPO_CONFIGS / f"{path_str}.py")
-    elif not Path(path_str).is_absolute():
-        candidates.append(REPO_CONFIGS.parent / path_str)
+    name = path_str if path_str.endswith(".py") else f"{path_str}.py"
+    candidates = list(dict.fromkeys([Path(path_str), REPO_CONFIGS.parent / path_str, REPO_CONFIGS / name]))
     for path in candidates:
         if path.is_file():
             return path, arg or None
