@@ -9,6 +9,7 @@ timed calls. PyTorch is timed only when torch, diffusers and transformers are in
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import statistics
 import time
@@ -34,6 +35,46 @@ def median_seconds(fn: Callable[[], object], *, warmup: int, repeats: int) -> fl
     return statistics.median(times)
 
 
+def import_peers(*modules: str) -> list | None:
+    """The PyTorch peer modules, or None (JAX is timed alone) where the `test` extra is not installed."""
+    try:
+        return [importlib.import_module(m) for m in modules]
+    except ImportError:
+        print(f"{', '.join(modules)} not installed: timing JAX only (pip install 'emo-jax[test]' for the comparison)")
+        return None
+
+
+def time_jax(call: Callable[[], jax.Array], args: argparse.Namespace, speed: Callable[[float], str]) -> tuple[jax.Array, float]:
+    """Compile + first call, then the median of `args.repeats`; prints both. Returns (output, seconds)."""
+    start = time.perf_counter()
+    output = jax.block_until_ready(call())
+    print(f"  JAX compile + first call: {time.perf_counter() - start:.2f} s")
+    seconds = median_seconds(lambda: jax.block_until_ready(call()), warmup=args.warmup, repeats=args.repeats)
+    print(f"  JAX  (jit)      median of {args.repeats}: {speed(seconds)}")
+    return output, seconds
+
+
+def time_peer_and_compare(
+    call: Callable[[], object],
+    to_numpy: Callable[[object], np.ndarray],
+    ours: jax.Array,
+    jax_seconds: float,
+    args: argparse.Namespace,
+    speed: Callable[[float], str],
+) -> None:
+    """Times the PyTorch call like `time_jax` and prints the time ratio and the relative error of the outputs."""
+    import torch
+
+    from emo_jax.convert.verify import relative_error
+
+    with torch.inference_mode():
+        reference = to_numpy(call())
+        seconds = median_seconds(call, warmup=args.warmup, repeats=args.repeats)
+    print(f"  PyTorch (eager) median of {args.repeats}: {speed(seconds)}  (torch {torch.__version__}, {torch.get_num_threads()} threads)")
+    print(f"  PyTorch / JAX time: {seconds / jax_seconds:.2f}x  (> 1: JAX faster)")
+    print(f"  relative error JAX vs PyTorch: {relative_error(ours, reference):.2e}")
+
+
 def bench_unet(args: argparse.Namespace) -> None:
     channels = tuple(int(c) for c in args.channels.split(","))
     n = len(channels)
@@ -52,16 +93,10 @@ def bench_unet(args: argparse.Namespace) -> None:
     timesteps = rng.integers(0, 1000, size=args.batch)
     context = rng.standard_normal((args.batch, args.tokens, args.cross_dim), dtype=np.float32)
 
-    try:
-        import diffusers
-        import torch
-    except ImportError:
-        torch = None
-        print("torch/diffusers not installed: timing JAX only (pip install 'emo-jax[test]' for the comparison)")
-
-    if torch is not None:
+    peers = import_peers("torch", "diffusers")
+    if peers:
+        torch, diffusers = peers
         from emo_jax.convert import from_diffusers_unet
-        from emo_jax.convert.verify import relative_error
 
         torch.manual_seed(0)
         torch.set_num_threads(os.cpu_count())
@@ -79,70 +114,42 @@ def bench_unet(args: argparse.Namespace) -> None:
         f"input [{args.batch}, {args.size}, {args.size}, 4], context [{args.batch}, {args.tokens}, {args.cross_dim}]; "
         f"JAX {jax.default_backend()} {args.dtype}, {args.attention} attention, {os.cpu_count()} CPU cores"
     )
-    start = time.perf_counter()
-    ours = jax.block_until_ready(forward(state, *inputs))
-    print(f"  JAX compile + first call: {time.perf_counter() - start:.2f} s")
-    jax_s = median_seconds(lambda: jax.block_until_ready(forward(state, *inputs)), warmup=args.warmup, repeats=args.repeats)
-    print(f"  JAX  (jit)      median of {args.repeats}: {jax_s * 1e3:8.1f} ms")
-    if torch is None:
-        return
-
-    torch_inputs = (
-        torch.from_numpy(sample.transpose(0, 3, 1, 2).copy()),
-        torch.from_numpy(timesteps),
-        torch.from_numpy(context),
-    )
-    with torch.inference_mode():
-        reference = peer(*torch_inputs).sample.numpy().transpose(0, 2, 3, 1)
-        torch_s = median_seconds(lambda: peer(*torch_inputs), warmup=args.warmup, repeats=args.repeats)
-    print(f"  PyTorch (eager) median of {args.repeats}: {torch_s * 1e3:8.1f} ms  (torch {torch.__version__}, {torch.get_num_threads()} threads)")
-    print(f"  PyTorch / JAX time: {torch_s / jax_s:.2f}x  (> 1: JAX faster)")
-    print(f"  relative error JAX vs PyTorch: {relative_error(ours, reference):.2e}")
+    milliseconds = lambda s: f"{s * 1e3:8.1f} ms"  # noqa: E731
+    ours, jax_seconds = time_jax(lambda: forward(state, *inputs), args, milliseconds)
+    if peers:
+        torch_inputs = (torch.from_numpy(sample.transpose(0, 3, 1, 2).copy()), torch.from_numpy(timesteps), torch.from_numpy(context))
+        time_peer_and_compare(lambda: peer(*torch_inputs), lambda out: out.sample.numpy().transpose(0, 2, 3, 1),
+                              ours, jax_seconds, args, milliseconds)
 
 
 def bench_audio(args: argparse.Namespace) -> None:
     from emo_jax.models.wav2vec2 import Wav2Vec2Config, Wav2Vec2Model
 
-    rng = np.random.default_rng(0)
-    num_samples = int(args.seconds * 16000)
-    waveform = rng.standard_normal((1, num_samples), dtype=np.float32)
-    try:
-        import torch
-        import transformers
-    except ImportError:
-        torch = None
-        print("torch/transformers not installed: timing JAX only (pip install 'emo-jax[test]' for the comparison)")
-    if torch is not None:
-        from emo_jax.convert.verify import relative_error
+    waveform = np.random.default_rng(0).standard_normal((1, int(args.seconds * 16000)), dtype=np.float32)
+    compute = Compute(attention=args.attention)
+    peers = import_peers("torch", "transformers")
+    if peers:
+        torch, transformers = peers
         from emo_jax.convert.wav2vec2 import from_hf_wav2vec2
 
         torch.manual_seed(0)
         torch.set_num_threads(os.cpu_count())
         peer = transformers.Wav2Vec2Model(transformers.Wav2Vec2Config()).eval()  # wav2vec2-base layout
-        model = from_hf_wav2vec2({k: v.numpy() for k, v in peer.state_dict().items()}, peer.config.to_dict(),
-                                 compute=Compute(attention=args.attention))
+        model = from_hf_wav2vec2({k: v.numpy() for k, v in peer.state_dict().items()}, peer.config.to_dict(), compute=compute)
     else:
-        model = Wav2Vec2Model(Wav2Vec2Config(), compute=Compute(attention=args.attention), rngs=nnx.Rngs(0))
+        model = Wav2Vec2Model(Wav2Vec2Config(), compute=compute, rngs=nnx.Rngs(0))
 
     graphdef, state = nnx.split(model)
     forward = jax.jit(lambda state, x: nnx.merge(graphdef, state)(x).last_hidden_state)
     inputs = jnp.asarray(waveform)
     print(f"wav2vec2-base layout (random weights), {args.seconds:.0f} s of audio at 16 kHz; JAX {jax.default_backend()}, "
           f"{args.attention} attention, {os.cpu_count()} CPU cores")
-    start = time.perf_counter()
-    ours = jax.block_until_ready(forward(state, inputs))
-    print(f"  JAX compile + first call: {time.perf_counter() - start:.2f} s")
-    jax_s = median_seconds(lambda: jax.block_until_ready(forward(state, inputs)), warmup=args.warmup, repeats=args.repeats)
-    print(f"  JAX  (jit)      median of {args.repeats}: {jax_s:.3f} s = {args.seconds / jax_s:6.1f} s of audio per second")
-    if torch is None:
-        return
-    with torch.inference_mode():
+    audio_rate = lambda s: f"{s:.3f} s = {args.seconds / s:6.1f} s of audio per second"  # noqa: E731
+    ours, jax_seconds = time_jax(lambda: forward(state, inputs), args, audio_rate)
+    if peers:
         torch_input = torch.from_numpy(waveform)
-        reference = peer(torch_input).last_hidden_state.numpy()
-        torch_s = median_seconds(lambda: peer(torch_input), warmup=args.warmup, repeats=args.repeats)
-    print(f"  PyTorch (eager) median of {args.repeats}: {torch_s:.3f} s = {args.seconds / torch_s:6.1f} s of audio per second")
-    print(f"  PyTorch / JAX time: {torch_s / jax_s:.2f}x  (> 1: JAX faster)")
-    print(f"  relative error JAX vs PyTorch (last hidden state): {relative_error(ours, reference):.2e}")
+        time_peer_and_compare(lambda: peer(torch_input), lambda out: out.last_hidden_state.numpy(),
+                              ours, jax_seconds, args, audio_rate)
 
 
 def build_parser() -> argparse.ArgumentParser:

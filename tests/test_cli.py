@@ -122,3 +122,21 @@ def test_info_counts_parameters_per_part(capsys):
     rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
     assert set(rows) == {"audio_projection", "backbone", "face_locator", "reference_net", "speed_encoder", "total"}
     assert rows["reference_net"][-1] == "0" and rows["speed_encoder"][1] == rows["speed_encoder"][-1]  # frozen / trained
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["unet", "--channels", "32,32", "--size", "8", "--batch", "1", "--tokens", "4", "--cross-dim", "32"],
+        ["audio", "--seconds", "0.5"],
+    ],
+    ids=["unet", "audio"],
+)
+def test_benchmarks_run_and_agree_with_pytorch(argv, capsys):
+    from emo_jax import bench
+
+    bench.main(argv + ["--warmup", "0", "--repeats", "1"])
+    out = capsys.readouterr().out
+    assert "PyTorch / JAX time" in out
+    assert float(out.rsplit("relative error JAX vs PyTorch: ", 1)[1].split()[0]) < 1e-5

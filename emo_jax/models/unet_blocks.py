@@ -26,6 +26,27 @@ def _modules(factory: AttentionFactory | None, channels: int, count: int) -> nnx
     return nnx.List([factory(channels) for _ in range(count)]) if factory else None
 
 
+def _resnets(
+    in_channels: Sequence[int],
+    out_channels: int,
+    *,
+    temb_channels: int | None,
+    groups: int,
+    eps: float,
+    output_scale_factor: float = 1.0,
+    compute: Compute,
+    rngs: nnx.Rngs,
+) -> nnx.List:
+    """One ResnetBlock2D per entry of `in_channels`, each to `out_channels`."""
+    return nnx.List(
+        [
+            ResnetBlock2D(c, out_channels, temb_channels=temb_channels, groups=groups, eps=eps,
+                          output_scale_factor=output_scale_factor, compute=compute, rngs=rngs)
+            for c in in_channels
+        ]
+    )
+
+
 def _temporal(motion_modules: nnx.List | None, i: int, x: jax.Array, num_frames: int | None, context) -> jax.Array:
     return motion_modules[i](x, num_frames, context) if motion_modules is not None else x
 
@@ -52,19 +73,9 @@ class DownBlock2D(nnx.Module):
         compute: Compute,
         rngs: nnx.Rngs,
     ):
-        self.resnets = nnx.List(
-            [
-                ResnetBlock2D(
-                    in_channels if i == 0 else out_channels,
-                    out_channels,
-                    temb_channels=temb_channels,
-                    groups=resnet_groups,
-                    eps=resnet_eps,
-                    compute=compute,
-                    rngs=rngs,
-                )
-                for i in range(num_layers)
-            ]
+        self.resnets = _resnets(
+            [in_channels] + [out_channels] * (num_layers - 1), out_channels,
+            temb_channels=temb_channels, groups=resnet_groups, eps=resnet_eps, compute=compute, rngs=rngs,
         )
         self.attentions = _modules(make_attention, out_channels, num_layers)
         self.motion_modules = _modules(make_motion, out_channels, num_layers)
@@ -120,20 +131,9 @@ class MidBlock2D(nnx.Module):
         compute: Compute,
         rngs: nnx.Rngs,
     ):
-        self.resnets = nnx.List(
-            [
-                ResnetBlock2D(
-                    channels,
-                    channels,
-                    temb_channels=temb_channels,
-                    groups=resnet_groups,
-                    eps=resnet_eps,
-                    output_scale_factor=output_scale_factor,
-                    compute=compute,
-                    rngs=rngs,
-                )
-                for _ in range(num_layers + 1)
-            ]
+        self.resnets = _resnets(
+            [channels] * (num_layers + 1), channels, temb_channels=temb_channels, groups=resnet_groups,
+            eps=resnet_eps, output_scale_factor=output_scale_factor, compute=compute, rngs=rngs,
         )
         self.attentions = _modules(make_attention, channels, num_layers)
         self.motion_modules = _modules(make_motion, channels, num_layers)
@@ -182,19 +182,10 @@ class UpBlock2D(nnx.Module):
         if skip_channels is not None and len(skip_channels) != num_layers:
             raise ValueError(f"UpBlock2D: {num_layers} layers but {len(skip_channels)} skip widths")
         self.uses_skips = skip_channels is not None
-        self.resnets = nnx.List(
-            [
-                ResnetBlock2D(
-                    (prev_output_channel if i == 0 else out_channels) + (skip_channels[i] if skip_channels else 0),
-                    out_channels,
-                    temb_channels=temb_channels,
-                    groups=resnet_groups,
-                    eps=resnet_eps,
-                    compute=compute,
-                    rngs=rngs,
-                )
-                for i in range(num_layers)
-            ]
+        self.resnets = _resnets(
+            [(prev_output_channel if i == 0 else out_channels) + (skip_channels[i] if skip_channels else 0)
+             for i in range(num_layers)],
+            out_channels, temb_channels=temb_channels, groups=resnet_groups, eps=resnet_eps, compute=compute, rngs=rngs,
         )
         self.attentions = _modules(make_attention, out_channels, num_layers)
         self.motion_modules = _modules(make_motion, out_channels, num_layers)
