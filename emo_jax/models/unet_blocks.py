@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from emo_jax.models.attention import Context
 from emo_jax.models.layers import Compute
 from emo_jax.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
 
@@ -47,7 +48,7 @@ def _resnets(
     )
 
 
-def _temporal(motion_modules: nnx.List | None, i: int, x: jax.Array, num_frames: int | None, context) -> jax.Array:
+def _temporal(motion_modules: nnx.List | None, i: int, x: jax.Array, num_frames: int | None, context: Context | None) -> jax.Array:
     return motion_modules[i](x, num_frames, context) if motion_modules is not None else x
 
 
@@ -95,7 +96,7 @@ class DownBlock2D(nnx.Module):
         self,
         x: jax.Array,
         temb: jax.Array | None = None,
-        context: jax.Array | None = None,
+        context: Context | None = None,
         num_frames: int | None = None,
     ) -> tuple[jax.Array, tuple[jax.Array, ...]]:
         skips = []
@@ -142,7 +143,7 @@ class MidBlock2D(nnx.Module):
         self,
         x: jax.Array,
         temb: jax.Array | None = None,
-        context: jax.Array | None = None,
+        context: Context | None = None,
         num_frames: int | None = None,
     ) -> jax.Array:
         x = self.resnets[0](x, temb)
@@ -198,7 +199,7 @@ class UpBlock2D(nnx.Module):
         x: jax.Array,
         skips: Sequence[jax.Array] = (),
         temb: jax.Array | None = None,
-        context: jax.Array | None = None,
+        context: Context | None = None,
         upsample_size: tuple[int, int] | None = None,
         num_frames: int | None = None,
     ) -> jax.Array:
