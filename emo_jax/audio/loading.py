@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,10 @@ def _decode_with_ffmpeg(path: Path, wav_path: Path) -> None:
 
     command = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-i", str(path),
                "-vn", "-c:a", "pcm_f32le", str(wav_path)]
-    result = subprocess.run(command, capture_output=True, text=True)
+    with warnings.catch_warnings():
+        # JAX warns on any fork; subprocess forks and immediately execs ffmpeg, which cannot deadlock.
+        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+        result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         reason = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"ffmpeg exit {result.returncode}"
         raise AudioError(f"{path}: not a readable audio file ({reason})")
