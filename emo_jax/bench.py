@@ -44,7 +44,9 @@ def import_peers(*modules: str) -> list | None:
         return None
 
 
-def time_jax(call: Callable[[], jax.Array], args: argparse.Namespace, speed: Callable[[float], str]) -> tuple[jax.Array, float]:
+def time_jax(
+    call: Callable[[], jax.Array], args: argparse.Namespace, speed: Callable[[float], str]
+) -> tuple[jax.Array, float]:
     """Compile + first call, then the median of `args.repeats`; prints both. Returns (output, seconds)."""
     start = time.perf_counter()
     output = jax.block_until_ready(call())
@@ -70,7 +72,10 @@ def time_peer_and_compare(
     with torch.inference_mode():
         reference = to_numpy(call())
         seconds = median_seconds(call, warmup=args.warmup, repeats=args.repeats)
-    print(f"  PyTorch (eager) median of {args.repeats}: {speed(seconds)}  (torch {torch.__version__}, {torch.get_num_threads()} threads)")
+    print(
+        f"  PyTorch (eager) median of {args.repeats}: {speed(seconds)}"
+        f"  (torch {torch.__version__}, {torch.get_num_threads()} threads)"
+    )
     print(f"  PyTorch / JAX time: {seconds / jax_seconds:.2f}x  (> 1: JAX faster)")
     print(f"  relative error JAX vs PyTorch: {relative_error(ours, reference):.2e}")
 
@@ -101,7 +106,9 @@ def bench_unet(args: argparse.Namespace) -> None:
         torch.manual_seed(0)
         torch.set_num_threads(os.cpu_count())
         peer = diffusers.UNet2DConditionModel(**config.to_diffusers()).eval()
-        model = from_diffusers_unet({k: v.numpy() for k, v in peer.state_dict().items()}, dict(peer.config), compute=compute)
+        model = from_diffusers_unet(
+            {k: v.numpy() for k, v in peer.state_dict().items()}, dict(peer.config), compute=compute
+        )
     else:
         model = UNet(config, compute=compute, rngs=nnx.Rngs(0))
 
@@ -117,9 +124,19 @@ def bench_unet(args: argparse.Namespace) -> None:
     milliseconds = lambda s: f"{s * 1e3:8.1f} ms"  # noqa: E731
     ours, jax_seconds = time_jax(lambda: forward(state, *inputs), args, milliseconds)
     if peers:
-        torch_inputs = (torch.from_numpy(sample.transpose(0, 3, 1, 2).copy()), torch.from_numpy(timesteps), torch.from_numpy(context))
-        time_peer_and_compare(lambda: peer(*torch_inputs), lambda out: out.sample.numpy().transpose(0, 2, 3, 1),
-                              ours, jax_seconds, args, milliseconds)
+        torch_inputs = (
+            torch.from_numpy(sample.transpose(0, 3, 1, 2).copy()),
+            torch.from_numpy(timesteps),
+            torch.from_numpy(context),
+        )
+        time_peer_and_compare(
+            lambda: peer(*torch_inputs),
+            lambda out: out.sample.numpy().transpose(0, 2, 3, 1),
+            ours,
+            jax_seconds,
+            args,
+            milliseconds,
+        )
 
 
 def bench_audio(args: argparse.Namespace) -> None:
@@ -135,21 +152,26 @@ def bench_audio(args: argparse.Namespace) -> None:
         torch.manual_seed(0)
         torch.set_num_threads(os.cpu_count())
         peer = transformers.Wav2Vec2Model(transformers.Wav2Vec2Config()).eval()  # wav2vec2-base layout
-        model = from_hf_wav2vec2({k: v.numpy() for k, v in peer.state_dict().items()}, peer.config.to_dict(), compute=compute)
+        model = from_hf_wav2vec2(
+            {k: v.numpy() for k, v in peer.state_dict().items()}, peer.config.to_dict(), compute=compute
+        )
     else:
         model = Wav2Vec2Model(Wav2Vec2Config(), compute=compute, rngs=nnx.Rngs(0))
 
     graphdef, state = nnx.split(model)
     forward = jax.jit(lambda state, x: nnx.merge(graphdef, state)(x).last_hidden_state)
     inputs = jnp.asarray(waveform)
-    print(f"wav2vec2-base layout (random weights), {args.seconds:.0f} s of audio at 16 kHz; JAX {jax.default_backend()}, "
-          f"{args.attention} attention, {os.cpu_count()} CPU cores")
+    print(
+        f"wav2vec2-base layout (random weights), {args.seconds:.0f} s of audio at 16 kHz; JAX {jax.default_backend()}, "
+        f"{args.attention} attention, {os.cpu_count()} CPU cores"
+    )
     audio_rate = lambda s: f"{s:.3f} s = {args.seconds / s:6.1f} s of audio per second"  # noqa: E731
     ours, jax_seconds = time_jax(lambda: forward(state, inputs), args, audio_rate)
     if peers:
         torch_input = torch.from_numpy(waveform)
-        time_peer_and_compare(lambda: peer(torch_input), lambda out: out.last_hidden_state.numpy(),
-                              ours, jax_seconds, args, audio_rate)
+        time_peer_and_compare(
+            lambda: peer(torch_input), lambda out: out.last_hidden_state.numpy(), ours, jax_seconds, args, audio_rate
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:

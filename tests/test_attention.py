@@ -36,7 +36,9 @@ def test_implementations_agree_with_reference(implementation):
 def test_chunked_attention_blocks_and_padding_are_exact(chunk):
     # 100 queries: blocks of 16/32/64 leave a padded last block; 100/128 take the unchunked path.
     q, k, v = _qkv(100, 37, seed=1)
-    out = jax.jit(chunked_attention, static_argnames="chunk")(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), chunk=chunk)
+    out = jax.jit(chunked_attention, static_argnames="chunk")(
+        jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), chunk=chunk
+    )
     assert out.shape == q.shape
     np.testing.assert_allclose(out, reference_attention(q, k, v), atol=2e-6)
 

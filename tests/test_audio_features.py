@@ -12,8 +12,15 @@ from emo_jax.audio.features import HOP, resample_to_frames, window
 from emo_jax.models.conditioning import AudioProjection
 from emo_jax.models.wav2vec2 import Wav2Vec2Config, Wav2Vec2Model
 
-TINY = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                      conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+TINY = Wav2Vec2Config(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    conv_dim=(32,) * 7,
+    num_conv_pos_embeddings=16,
+    num_conv_pos_embedding_groups=4,
+)
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +32,9 @@ def test_window_takes_neighbours_and_repeats_edges():
     features = np.arange(4, dtype=np.float32).reshape(1, 4, 1)  # [L=1, F=4, D=1], value = frame index
     windows = window(features, m=2)
     assert windows.shape == (4, 5, 1, 1)
-    np.testing.assert_array_equal(windows[:, :, 0, 0], [[0, 0, 0, 1, 2], [0, 0, 1, 2, 3], [0, 1, 2, 3, 3], [1, 2, 3, 3, 3]])
+    np.testing.assert_array_equal(
+        windows[:, :, 0, 0], [[0, 0, 0, 1, 2], [0, 0, 1, 2, 3], [0, 1, 2, 3, 3], [1, 2, 3, 3, 3]]
+    )
 
 
 def test_resampling_reads_features_at_frame_centre_times():
@@ -67,7 +76,9 @@ def test_chunks_cover_every_frame_once_and_stitch_exactly(tiny_wav2vec2):
         end = audio.size if run_end == encoder.num_frames(audio.size) else (run_end - 1) * HOP + encoder.receptive_field
         samples = normalised[run_start * HOP : end]
         run = tiny_wav2vec2(jnp.asarray(samples)[None])
-        expected = np.stack([np.asarray(h[0]) for h in run.hidden_states[1:]])[:, keep_start - run_start : keep_end - run_start]
+        expected = np.stack([np.asarray(h[0]) for h in run.hidden_states[1:]])[
+            :, keep_start - run_start : keep_end - run_start
+        ]
         np.testing.assert_allclose(features[:, keep_start:keep_end], expected, rtol=1e-5, atol=1e-5)
 
 
@@ -85,16 +96,25 @@ def test_frame_features_contract(tiny_wav2vec2, encoder_name):
     audio = speech_like(2.0)
     features = frame_features(audio, fps=25, encoder=encoder)
     assert features.shape == (50, 5, encoder.num_layers, encoder.dim)
-    assert frame_features(audio, fps=30, num_frames=12, encoder=encoder).shape == (12, 5, encoder.num_layers, encoder.dim)
+    assert frame_features(audio, fps=30, num_frames=12, encoder=encoder).shape == (
+        12,
+        5,
+        encoder.num_layers,
+        encoder.dim,
+    )
     with pytest.raises(ValueError, match="shorter than one feature frame"):
         frame_features(audio[:200], fps=25, num_frames=1, encoder=encoder)
 
 
 def test_audio_projection_closed_form():
-    proj = AudioProjection(seq_len=5, blocks=3, channels=4, intermediate_dim=8, output_dim=6, context_tokens=2,
-                           rngs=nnx.Rngs(0))
+    proj = AudioProjection(
+        seq_len=5, blocks=3, channels=4, intermediate_dim=8, output_dim=6, context_tokens=2, rngs=nnx.Rngs(0)
+    )
     x = jax.random.normal(jax.random.key(1), (2, 7, 5, 3, 4))
-    w = {name: (np.asarray(getattr(proj, name).kernel[...]), np.asarray(getattr(proj, name).bias[...])) for name in ("proj1", "proj2", "proj3")}
+    w = {
+        name: (np.asarray(getattr(proj, name).kernel[...]), np.asarray(getattr(proj, name).bias[...]))
+        for name in ("proj1", "proj2", "proj3")
+    }
     h = np.asarray(x).reshape(2, 7, -1)
     h = np.maximum(h @ w["proj1"][0] + w["proj1"][1], 0)
     h = np.maximum(h @ w["proj2"][0] + w["proj2"][1], 0)

@@ -44,7 +44,9 @@ def test_m4a_aac_decodes_through_bundled_ffmpeg(tmp_path):
 
     wav, m4a = tmp_path / "a.wav", tmp_path / "a.m4a"
     sf.write(wav, tone(1.0, 44100, freq=660, channels=2), 44100)
-    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-i", str(wav), "-c:a", "aac", str(m4a)], check=True)
+    subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-i", str(wav), "-c:a", "aac", str(m4a)], check=True
+    )
     waveform = load_audio(m4a)
     assert abs(waveform.size - SAMPLE_RATE) < 0.1 * SAMPLE_RATE
     assert abs(peak_frequency(waveform) - 660) < 2

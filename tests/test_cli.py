@@ -86,7 +86,19 @@ def test_audio_features_command_writes_frame_aligned_features(tmp_path, capsys):
 
     sf.write(tmp_path / "speech.flac", speech_like(2.0), 16000)
     out = tmp_path / "feats.npy"
-    main(["audio-features", "--audio", str(tmp_path / "speech.flac"), "--fps", "25", "--out", str(out), "--encoder", "logmel"])
+    main(
+        [
+            "audio-features",
+            "--audio",
+            str(tmp_path / "speech.flac"),
+            "--fps",
+            "25",
+            "--out",
+            str(out),
+            "--encoder",
+            "logmel",
+        ]
+    )
     assert np.load(out).shape == (50, 5, 1, 80)
     assert "[50, 5, 1, 80]" in capsys.readouterr().out
 
@@ -97,20 +109,50 @@ def test_audio_features_command_reads_a_transformers_folder(tmp_path):
     from test_wav2vec2_parity import speech_like
 
     transformers = require("transformers")
-    tiny = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, conv_dim=(32,) * 7,
-                num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)  # the base conv strides: 50 Hz
+    tiny = dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        conv_dim=(32,) * 7,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+    )  # the base conv strides: 50 Hz
     transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**tiny)).save_pretrained(tmp_path / "w2v")
     sf.write(tmp_path / "speech.wav", speech_like(1.0), 16000)
     out = tmp_path / "feats.npy"
-    main(["audio-features", "--audio", str(tmp_path / "speech.wav"), "--fps", "30", "--out", str(out),
-          "--wav2vec2", str(tmp_path / "w2v"), "--layers", "1,2"])
+    main(
+        [
+            "audio-features",
+            "--audio",
+            str(tmp_path / "speech.wav"),
+            "--fps",
+            "30",
+            "--out",
+            str(out),
+            "--wav2vec2",
+            str(tmp_path / "w2v"),
+            "--layers",
+            "1,2",
+        ]
+    )
     assert np.load(out).shape == (30, 5, 2, 32)
 
 
 def test_audio_features_of_a_non_audio_file_fails_cleanly(tmp_path, capsys):
     (tmp_path / "x.wav").write_text("not audio")
     with pytest.raises(SystemExit) as info:
-        main(["audio-features", "--audio", str(tmp_path / "x.wav"), "--out", str(tmp_path / "f.npy"), "--encoder", "logmel"])
+        main(
+            [
+                "audio-features",
+                "--audio",
+                str(tmp_path / "x.wav"),
+                "--out",
+                str(tmp_path / "f.npy"),
+                "--encoder",
+                "logmel",
+            ]
+        )
     assert info.value.code == 1
     assert "x.wav: not a readable audio file" in capsys.readouterr().err
 
@@ -121,7 +163,9 @@ def test_info_counts_parameters_per_part(capsys):
     assert "EMO tiny, stage 3" in out
     rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
     assert set(rows) == {"audio_projection", "backbone", "face_locator", "reference_net", "speed_encoder", "total"}
-    assert rows["reference_net"][-1] == "0" and rows["speed_encoder"][1] == rows["speed_encoder"][-1]  # frozen / trained
+    assert (
+        rows["reference_net"][-1] == "0" and rows["speed_encoder"][1] == rows["speed_encoder"][-1]
+    )  # frozen / trained
 
 
 @pytest.mark.parity

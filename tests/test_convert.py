@@ -13,9 +13,13 @@ from emo_jax.convert import ConversionError, from_diffusers_folder, from_diffuse
 from emo_jax.models import AutoencoderKLConfig, Compute, UNetConfig, abstract_model
 
 TINY_UNET = UNetConfig(
-    block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), layers_per_block=1, attention_head_dim=2,
-    cross_attention_dim=16, norm_num_groups=8,
+    block_out_channels=(32, 64),
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    layers_per_block=1,
+    attention_head_dim=2,
+    cross_attention_dim=16,
+    norm_num_groups=8,
 )
 TINY_VAE = AutoencoderKLConfig(block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8)
 
@@ -67,7 +71,9 @@ def test_diffusers_folder_in_both_formats(peer_unet, tmp_path, safe_serializatio
     model = from_diffusers_folder(tmp_path)
     sample, t, context = _inputs()
     with torch.no_grad():
-        expected = peer_unet(torch.from_numpy(nchw(sample)), torch.from_numpy(np.array(t)), torch.from_numpy(np.array(context))).sample
+        expected = peer_unet(
+            torch.from_numpy(nchw(sample)), torch.from_numpy(np.array(t)), torch.from_numpy(np.array(context))
+        ).sample
     assert rel_err(model(sample, t, context), nhwc(expected.numpy())) < 1e-5
 
 
@@ -134,5 +140,7 @@ def test_sd15_sizes_build_abstractly_and_match_diffusers_counts():
         assert leaves and all(isinstance(x, jax.ShapeDtypeStruct) for x in leaves)
         ours = sum(int(np.prod(x.shape)) for x in leaves)
         with torch.device("meta"):
-            theirs = sum(p.numel() for p in peer_cls(**{k: v for k, v in config.items() if k != "_class_name"}).parameters())
+            theirs = sum(
+                p.numel() for p in peer_cls(**{k: v for k, v in config.items() if k != "_class_name"}).parameters()
+            )
         assert ours == theirs

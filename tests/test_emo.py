@@ -68,7 +68,9 @@ def test_new_layers_leave_the_image_model_unchanged():
     x = inputs()
     video_out = video(**x)
     for f in range(F):
-        frame = image(x["noisy"][:, f : f + 1], x["timesteps"], x["reference_latent"], face_mask=x["face_mask"][:, f : f + 1])
+        frame = image(
+            x["noisy"][:, f : f + 1], x["timesteps"], x["reference_latent"], face_mask=x["face_mask"][:, f : f + 1]
+        )
         np.testing.assert_allclose(video_out[:, f], frame[:, 0], atol=1e-5)
 
 
@@ -84,8 +86,9 @@ def test_reference_changes_output_only_through_reference_attention(stage3):
     nnx.update(plain, nnx.state(stage3.backbone, nnx.Param))
     features = stage3.encode_reference(x["reference_latent"])
     moved = {k: v + 1.0 for k, v in features.items()}
-    np.testing.assert_array_equal(plain(x["noisy"], x["timesteps"], reference=features),
-                                  plain(x["noisy"], x["timesteps"], reference=moved))
+    np.testing.assert_array_equal(
+        plain(x["noisy"], x["timesteps"], reference=features), plain(x["noisy"], x["timesteps"], reference=moved)
+    )
 
 
 def test_dropped_audio_cuts_exactly_that_samples_audio_path(stage3):
@@ -105,7 +108,9 @@ def test_speed_and_motion_frames_reach_the_output(stage3):
     assert not np.allclose(base, stage3(**dict(x, motion_latents=x["motion_latents"] + 1.0)), atol=1e-4)
     # A first clip (no motion frames): zero motion features, whatever the motion latents hold.
     first = dict(x, has_motion=jnp.array([0.0, 0.0]))
-    np.testing.assert_allclose(stage3(**first), stage3(**dict(first, motion_latents=x["motion_latents"] * 5)), atol=1e-5)
+    np.testing.assert_allclose(
+        stage3(**first), stage3(**dict(first, motion_latents=x["motion_latents"] * 5)), atol=1e-5
+    )
 
 
 def test_frames_permute_with_the_input_when_temporal_layers_are_off():
@@ -134,7 +139,9 @@ def test_gradients_reach_exactly_the_trainable_parameters(stage):
     assert grad_paths == set(trainable_paths(model, patterns))
     # The backbone's trainable output projections all receive signal (zero-initialised ones were given
     # weights above). The ReferenceNet's tail after its last read feature gets none by construction.
-    backbone_outputs = [g for path, g in nnx.to_flat_state(grads) if path[0] == "backbone" and path[-2:] == ("proj_out", "kernel")]
+    backbone_outputs = [
+        g for path, g in nnx.to_flat_state(grads) if path[0] == "backbone" and path[-2:] == ("proj_out", "kernel")
+    ]
     assert backbone_outputs and all(float(jnp.abs(g[...]).sum()) > 0 for g in backbone_outputs)
     if stage == 3:
         assert not any("attn_audio" in p for p in grad_paths)  # audio layers frozen in the speed stage
@@ -166,10 +173,14 @@ def test_sd_and_motion_adapter_weights_fill_the_emo_model(mode):
     sd_config = {k: v for k, v in config.reference_net.to_diffusers().items() if k != "_class_name"}
     torch.manual_seed(0)
     sd = state_dict_numpy(diffusers.UNet2DConditionModel(**{**sd_config, "cross_attention_dim": 24}))
-    adapter = state_dict_numpy(diffusers.MotionAdapter(
-        block_out_channels=config.backbone.block_out_channels, motion_layers_per_block=1,
-        motion_num_attention_heads=4, motion_norm_num_groups=16,
-    ))
+    adapter = state_dict_numpy(
+        diffusers.MotionAdapter(
+            block_out_channels=config.backbone.block_out_channels,
+            motion_layers_per_block=1,
+            motion_num_attention_heads=4,
+            motion_norm_num_groups=16,
+        )
+    )
     model = EMO(config, rngs=nnx.Rngs(0))
     before = {".".join(map(str, p)): np.asarray(v[...]) for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
     emo_from_diffusers(model, sd, motion_adapter=adapter)
@@ -182,12 +193,17 @@ def test_sd_and_motion_adapter_weights_fill_the_emo_model(mode):
     motion = "down_blocks.0.motion_modules.0.transformer_blocks.0.attn1.to_q"
     np.testing.assert_array_equal(after[f"backbone.{motion}.kernel"], adapter[f"{motion}.weight"].T)
     # EMO-only layers keep their init.
-    for path in (f"backbone.{block}.attn_audio.to_q.kernel",
-                 "backbone.down_blocks.0.motion_modules.0.transformer_blocks.0.attn_speed.to_q.kernel",
-                 "face_locator.conv_in.kernel", "speed_encoder.linear_1.kernel"):
+    for path in (
+        f"backbone.{block}.attn_audio.to_q.kernel",
+        "backbone.down_blocks.0.motion_modules.0.transformer_blocks.0.attn_speed.to_q.kernel",
+        "face_locator.conv_in.kernel",
+        "speed_encoder.linear_1.kernel",
+    ):
         np.testing.assert_array_equal(after[path], before[path])
     if mode == "cross":  # attn2 at the block's width: query and output from SD, keys/values fresh
         np.testing.assert_array_equal(after[f"backbone.{block}.attn2.to_q.kernel"], sd[f"{block}.attn2.to_q.weight"].T)
-        np.testing.assert_array_equal(after[f"backbone.{block}.attn2.to_k.kernel"], before[f"backbone.{block}.attn2.to_k.kernel"])
+        np.testing.assert_array_equal(
+            after[f"backbone.{block}.attn2.to_k.kernel"], before[f"backbone.{block}.attn2.to_k.kernel"]
+        )
     else:
         assert not any(".attn2." in p for p in after if ".attentions." in p)

@@ -56,4 +56,6 @@ def test_schedule_and_noising_match_diffusers(schedule):
     x0, noise = rng.standard_normal((2, 2, 8, 8, 4), dtype=np.float32)
     t = np.array([10, 900])
     expected = peer.add_noise(torch.from_numpy(x0), torch.from_numpy(noise), torch.from_numpy(t)).numpy()
-    np.testing.assert_allclose(add_noise(jnp.asarray(x0), jnp.asarray(noise), jnp.asarray(t), abar), expected, atol=1e-6)
+    np.testing.assert_allclose(
+        add_noise(jnp.asarray(x0), jnp.asarray(noise), jnp.asarray(t), abar), expected, atol=1e-6
+    )

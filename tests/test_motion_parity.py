@@ -14,8 +14,15 @@ from emo_jax.convert.animatediff import from_animatediff_motion_adapter, motion_
 from emo_jax.models import MotionConfig, UNet, UNetConfig
 
 CA_DOWN, DOWN, UP, CA_UP = "CrossAttnDownBlock2D", "DownBlock2D", "UpBlock2D", "CrossAttnUpBlock2D"
-IMAGE = UNetConfig(block_out_channels=(32, 64), down_block_types=(CA_DOWN, DOWN), up_block_types=(UP, CA_UP),
-                   layers_per_block=1, attention_head_dim=2, cross_attention_dim=16, norm_num_groups=8)
+IMAGE = UNetConfig(
+    block_out_channels=(32, 64),
+    down_block_types=(CA_DOWN, DOWN),
+    up_block_types=(UP, CA_UP),
+    layers_per_block=1,
+    attention_head_dim=2,
+    cross_attention_dim=16,
+    norm_num_groups=8,
+)
 FRAMES, HEIGHT, WIDTH = 6, 12, 20
 
 
@@ -29,8 +36,12 @@ def peers():
     unet2d = diffusers.UNet2DConditionModel(**IMAGE.to_diffusers()).eval()
     perturb_vectors(unet2d)
     adapter = diffusers.MotionAdapter(
-        block_out_channels=IMAGE.block_out_channels, motion_layers_per_block=1, motion_num_attention_heads=2,
-        motion_norm_num_groups=8, motion_max_seq_length=16, use_motion_mid_block=True,
+        block_out_channels=IMAGE.block_out_channels,
+        motion_layers_per_block=1,
+        motion_num_attention_heads=2,
+        motion_norm_num_groups=8,
+        motion_max_seq_length=16,
+        use_motion_mid_block=True,
     ).eval()
     perturb_vectors(adapter, seed=1)
     with torch.no_grad():
@@ -86,8 +97,13 @@ def _original_layout(state_dict):
     renamed = {}
     for key, value in state_dict.items():
         key = re.sub(r"\.motion_modules\.(\d+)\.", r".motion_modules.\1.temporal_transformer.", key)
-        for new, old in ((".attn1.", ".attention_blocks.0."), (".attn2.", ".attention_blocks.1."),
-                         (".norm1.", ".norms.0."), (".norm2.", ".norms.1."), (".norm3.", ".ff_norm.")):
+        for new, old in (
+            (".attn1.", ".attention_blocks.0."),
+            (".attn2.", ".attention_blocks.1."),
+            (".norm1.", ".norms.0."),
+            (".norm2.", ".norms.1."),
+            (".norm3.", ".ff_norm."),
+        ):
             key = key.replace(new, old)
         renamed[key.replace(".pos_embed.pe", ".pos_encoder.pe")] = value
     return renamed
@@ -102,7 +118,10 @@ def test_sd_unet_plus_motion_adapter_matches_diffusers(peers, layout):
     adapter_sd = state_dict_numpy(adapter)
     if layout == "original":
         adapter_sd = _original_layout(adapter_sd)
-        assert "down_blocks.0.motion_modules.0.temporal_transformer.transformer_blocks.0.attention_blocks.0.to_q.weight" in adapter_sd
+        assert (
+            "down_blocks.0.motion_modules.0.temporal_transformer.transformer_blocks.0.attention_blocks.0.to_q.weight"
+            in adapter_sd
+        )
         assert "up_blocks.1.motion_modules.1.temporal_transformer.transformer_blocks.0.ff_norm.weight" in adapter_sd
     ours = from_animatediff_motion_adapter(adapter_sd, ours, source=f"{layout} adapter")
     inputs = _inputs(seed=1)
@@ -134,7 +153,10 @@ def test_frames_are_independent_without_motion_and_coupled_with_it():
     )
     video_unet = UNet(dataclasses.replace(IMAGE, motion=MotionConfig(motion_num_attention_heads=2)), rngs=nnx.Rngs(0))
     state = nnx.state(video_unet, nnx.Param)  # give the zero-initialised motion outputs weights
-    flat = [(p, v.replace(v[...] + 0.1) if "proj_out" in p and "motion_modules" in p else v) for p, v in nnx.to_flat_state(state)]
+    flat = [
+        (p, v.replace(v[...] + 0.1) if "proj_out" in p and "motion_modules" in p else v)
+        for p, v in nnx.to_flat_state(state)
+    ]
     nnx.update(video_unet, nnx.from_flat_state(flat))
     permuted = _run(video_unet, sample[:, permutation], timesteps, context)
     assert not np.allclose(permuted, _run(video_unet, sample, timesteps, context)[:, permutation], atol=1e-3)

@@ -13,23 +13,38 @@ CA_DOWN, DOWN, UP, CA_UP = "CrossAttnDownBlock2D", "DownBlock2D", "UpBlock2D", "
 CASES = {
     # conv proj_in, one layer per block, non-square latent, batch 2
     "conv_proj_1layer": (
-        UNetConfig(block_out_channels=(32, 64), down_block_types=(CA_DOWN, DOWN), up_block_types=(UP, CA_UP),
-                   layers_per_block=1, attention_head_dim=2, cross_attention_dim=16, norm_num_groups=8),
+        UNetConfig(
+            block_out_channels=(32, 64),
+            down_block_types=(CA_DOWN, DOWN),
+            up_block_types=(UP, CA_UP),
+            layers_per_block=1,
+            attention_head_dim=2,
+            cross_attention_dim=16,
+            norm_num_groups=8,
+        ),
         (2, 24, 40),
     ),
     # linear proj_in, two layers and two transformer layers per block, per-block heads, odd sizes that do
     # not halve evenly (22 -> 11 -> 6 on the way down), batch 3
     "linear_proj_2layers_odd": (
-        UNetConfig(block_out_channels=(32, 32, 64), down_block_types=(CA_DOWN, CA_DOWN, DOWN),
-                   up_block_types=(UP, CA_UP, CA_UP), layers_per_block=2, transformer_layers_per_block=2,
-                   attention_head_dim=(2, 4, 4), cross_attention_dim=24, norm_num_groups=8,
-                   use_linear_projection=True),
+        UNetConfig(
+            block_out_channels=(32, 32, 64),
+            down_block_types=(CA_DOWN, CA_DOWN, DOWN),
+            up_block_types=(UP, CA_UP, CA_UP),
+            layers_per_block=2,
+            transformer_layers_per_block=2,
+            attention_head_dim=(2, 4, 4),
+            cross_attention_dim=24,
+            norm_num_groups=8,
+            use_linear_projection=True,
+        ),
         (3, 22, 30),
     ),
     # the SD1.5 layout (3 cross-attention stages + a plain one), shrunk
     "sd15_layout": (
-        UNetConfig(block_out_channels=(32, 64, 64, 64), attention_head_dim=4, cross_attention_dim=32,
-                   norm_num_groups=16),
+        UNetConfig(
+            block_out_channels=(32, 64, 64, 64), attention_head_dim=4, cross_attention_dim=32, norm_num_groups=16
+        ),
         (1, 16, 16),
     ),
 }

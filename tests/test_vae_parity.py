@@ -10,10 +10,18 @@ from emo_jax.convert import from_diffusers_vae
 from emo_jax.models import AutoencoderKLConfig
 
 CASES = {
-    "1layer_2blocks": (AutoencoderKLConfig(block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8), (2, 24, 40)),
-    "2layers_3blocks": (AutoencoderKLConfig(block_out_channels=(32, 64, 64), layers_per_block=2, norm_num_groups=16), (1, 32, 48)),
+    "1layer_2blocks": (
+        AutoencoderKLConfig(block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8),
+        (2, 24, 40),
+    ),
+    "2layers_3blocks": (
+        AutoencoderKLConfig(block_out_channels=(32, 64, 64), layers_per_block=2, norm_num_groups=16),
+        (1, 32, 48),
+    ),
     "no_mid_attention_odd": (
-        AutoencoderKLConfig(block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8, mid_block_add_attention=False),
+        AutoencoderKLConfig(
+            block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8, mid_block_add_attention=False
+        ),
         (2, 26, 18),
     ),
 }

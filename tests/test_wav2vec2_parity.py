@@ -45,9 +45,15 @@ def espeak_speech(tmp_path, text: str = "Emote portrait alive: talking and singi
 
 
 TINY = dict(
-    hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-    conv_dim=(32, 32, 32), conv_stride=(5, 2, 2), conv_kernel=(10, 3, 3),
-    num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    conv_dim=(32, 32, 32),
+    conv_stride=(5, 2, 2),
+    conv_kernel=(10, 3, 3),
+    num_conv_pos_embeddings=16,
+    num_conv_pos_embedding_groups=4,
 )
 CASES = {
     "base_group_norm_post_norm": dict(feat_extract_norm="group", do_stable_layer_norm=False),
@@ -55,7 +61,10 @@ CASES = {
 }
 
 
-AUDIO = ["speech_like", pytest.param("espeak", marks=pytest.mark.skipif(not shutil.which("espeak-ng"), reason="no espeak-ng"))]
+AUDIO = [
+    "speech_like",
+    pytest.param("espeak", marks=pytest.mark.skipif(not shutil.which("espeak-ng"), reason="no espeak-ng")),
+]
 
 
 @pytest.mark.parity
@@ -80,7 +89,10 @@ def test_wav2vec2_matches_transformers(case, audio_kind, tmp_path):
     assert len(got.hidden_states) == len(expected.hidden_states) == TINY["num_hidden_layers"] + 1
     errors = [rel_err(g, e.numpy()) for g, e in zip(got.hidden_states, expected.hidden_states)]
     errors.append(rel_err(got.last_hidden_state, expected.last_hidden_state.numpy()))
-    print(f"wav2vec2 {case} on {audio_kind} ({audio.shape[1] / SAMPLE_RATE:.1f} s): rel err per hidden state, then last_hidden_state: " + ", ".join(f"{e:.1e}" for e in errors))
+    print(
+        f"wav2vec2 {case} on {audio_kind} ({audio.shape[1] / SAMPLE_RATE:.1f} s): "
+        "rel err per hidden state, then last_hidden_state: " + ", ".join(f"{e:.1e}" for e in errors)
+    )
     assert max(errors) < 1e-5
 
 

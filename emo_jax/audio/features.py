@@ -62,7 +62,9 @@ class Wav2Vec2Features:
     ):
         c = model.config
         if c.samples_per_frame != HOP:
-            raise ValueError(f"Wav2Vec2Features needs a conv stack with {HOP} samples per frame, got {c.samples_per_frame}")
+            raise ValueError(
+                f"Wav2Vec2Features needs a conv stack with {HOP} samples per frame, got {c.samples_per_frame}"
+            )
         self.config = c
         self.layers = layers
         self.normalize = normalize
@@ -71,7 +73,9 @@ class Wav2Vec2Features:
         self.receptive_field = c.conv_kernel[0] + sum(
             (k - 1) * int(np.prod(c.conv_stride[:i])) for i, k in enumerate(c.conv_kernel) if i > 0
         )
-        self.num_layers = {"all": c.num_hidden_layers, "last": 1}.get(layers) if isinstance(layers, str) else len(layers)
+        self.num_layers = (
+            {"all": c.num_hidden_layers, "last": 1}.get(layers) if isinstance(layers, str) else len(layers)
+        )
         if self.num_layers is None:
             raise ValueError(f"layers must be 'all', 'last' or a list of indices, got {layers!r}")
         self.dim = c.hidden_size
@@ -103,7 +107,9 @@ class Wav2Vec2Features:
         """[S] float -> [L, T, D] float32. `progress(frames)` is called after each chunk."""
         waveform = np.asarray(waveform, np.float32)
         if waveform.size < self.receptive_field:
-            raise ValueError(f"audio of {waveform.size} samples is shorter than one feature frame ({self.receptive_field})")
+            raise ValueError(
+                f"audio of {waveform.size} samples is shorter than one feature frame ({self.receptive_field})"
+            )
         if self.normalize:
             waveform = (waveform - waveform.mean()) / np.sqrt(waveform.var() + 1e-7)
         pieces = []
@@ -139,7 +145,9 @@ class LogMelFeatures:
 
         waveform = np.asarray(waveform, np.float32)
         if waveform.size < self.receptive_field:
-            raise ValueError(f"audio of {waveform.size} samples is shorter than one feature frame ({self.receptive_field})")
+            raise ValueError(
+                f"audio of {waveform.size} samples is shorter than one feature frame ({self.receptive_field})"
+            )
         mel = librosa.feature.melspectrogram(
             y=waveform, sr=SAMPLE_RATE, n_fft=400, hop_length=HOP, n_mels=self.dim, center=False
         )

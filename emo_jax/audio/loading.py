@@ -24,8 +24,19 @@ def _decode_with_ffmpeg(path: Path, wav_path: Path) -> None:
     """Decodes any ffmpeg-readable file (m4a/aac, ...) to float WAV, native rate and channels kept."""
     import imageio_ffmpeg
 
-    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-i", str(path),
-               "-vn", "-c:a", "pcm_f32le", str(wav_path)]
+    command = [
+        imageio_ffmpeg.get_ffmpeg_exe(),
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-y",
+        "-i",
+        str(path),
+        "-vn",
+        "-c:a",
+        "pcm_f32le",
+        str(wav_path),
+    ]
     with warnings.catch_warnings():
         # JAX warns on any fork; subprocess forks and immediately execs ffmpeg, which cannot deadlock.
         warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
@@ -49,8 +60,8 @@ def load_audio(path: str | Path) -> np.ndarray:
     """Any audio file (wav, flac, ogg, mp3, m4a/aac; mono or stereo; any rate) -> [S] float32 mono at 16 kHz.
 
     libsndfile reads, librosa mixes and resamples; files libsndfile cannot read (m4a/aac) are first decoded to
-    WAV by the ffmpeg that imageio-ffmpeg bundles. Raises FileNotFoundError or AudioError naming the file; silence is allowed but
-    logged as a warning.
+    WAV by the ffmpeg that imageio-ffmpeg bundles. Raises FileNotFoundError or AudioError naming the file;
+    silence is allowed but logged as a warning.
     """
     path = Path(path)
     if not path.is_file():

@@ -42,6 +42,7 @@ def from_animatediff_motion_adapter(
     must hold exactly `unet`'s motion modules (e.g. a mid-block module only where `motion.use_motion_mid_block`)."""
     if unet.config.motion is None:
         raise ConversionError(f"{source}: the UNet has no motion modules (UNetConfig.motion is None)")
+
     def is_motion(path: str) -> bool:
         return ".motion_modules." in f".{path}" and not EMO_ONLY_LAYERS.search(path)
 

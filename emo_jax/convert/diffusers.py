@@ -33,7 +33,9 @@ def _drop_position_buffers(key: str) -> str | None:
 _RENAMES = {"AutoencoderKL": _rename_deprecated_vae_attention, "UNetMotionModel": _drop_position_buffers}
 
 
-def _convert(state_dict: Mapping[str, np.ndarray], config: Mapping[str, Any], compute: Compute, source: str) -> nnx.Module:
+def _convert(
+    state_dict: Mapping[str, np.ndarray], config: Mapping[str, Any], compute: Compute, source: str
+) -> nnx.Module:
     model = abstract_model(config, compute=compute, source=source)
     return load_state_dict(model, state_dict, source=source, rename=_RENAMES.get(config["_class_name"]))
 

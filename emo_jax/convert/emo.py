@@ -65,5 +65,7 @@ def emo_from_diffusers(
     model.reference_net = _sd_into(model.reference_net, unet_state_dict, f"{source} -> reference_net")
     model.backbone = _sd_into(model.backbone, unet_state_dict, f"{source} -> backbone")
     if motion_adapter is not None:
-        model.backbone = from_animatediff_motion_adapter(motion_adapter, model.backbone, source="motion adapter -> backbone")
+        model.backbone = from_animatediff_motion_adapter(
+            motion_adapter, model.backbone, source="motion adapter -> backbone"
+        )
     return model

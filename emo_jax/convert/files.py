@@ -80,7 +80,9 @@ def _read_model_folder(folder: Path, weights_stem: str) -> tuple[dict[str, Any],
     raise ConversionError(f"{folder}: no {weights_stem}.safetensors or {weights_stem}.bin (nor a sharded index) found")
 
 
-def read_diffusers_folder(folder: str | Path, *, variant: str | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def read_diffusers_folder(
+    folder: str | Path, *, variant: str | None = None
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """A diffusers model folder (`config.json` + `diffusion_pytorch_model[.variant].{safetensors,bin}`,
     possibly sharded) -> (config dict, state dict)."""
     return _read_model_folder(Path(folder), "diffusion_pytorch_model" + (f".{variant}" if variant else ""))
@@ -90,5 +92,9 @@ def read_transformers_folder(folder: str | Path) -> tuple[dict[str, Any], dict[s
     """A transformers model folder (`config.json` + `model.safetensors` or `pytorch_model.bin`, possibly
     sharded) -> (config dict, state dict)."""
     folder = Path(folder)
-    stem = "pytorch_model" if (folder / "pytorch_model.bin").is_file() or (folder / "pytorch_model.bin.index.json").is_file() else "model"
+    stem = (
+        "pytorch_model"
+        if (folder / "pytorch_model.bin").is_file() or (folder / "pytorch_model.bin.index.json").is_file()
+        else "model"
+    )
     return _read_model_folder(folder, stem)

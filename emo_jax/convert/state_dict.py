@@ -103,4 +103,3 @@ def load_state_dict(
         [(path, var.replace(filled[path]) if path in filled else var) for path, var in nnx.to_flat_state(params)]
     )
     return nnx.merge(graphdef, new_params, rest)
-

@@ -45,7 +45,11 @@ def verify(model: UNet | AutoencoderKL, peer, *, seed: int = 0) -> dict[str, flo
             context = rng.standard_normal((1, 77, c.cross_attention_dim), dtype=np.float32)
             t = np.array([500])
             expected = nhwc(peer(nchw(sample), torch.from_numpy(t), torch.from_numpy(context)).sample)
-            return {"noise prediction": relative_error(model(jnp.asarray(sample), jnp.asarray(t), jnp.asarray(context)), expected)}
+            return {
+                "noise prediction": relative_error(
+                    model(jnp.asarray(sample), jnp.asarray(t), jnp.asarray(context)), expected
+                )
+            }
         c = model.config
         image = rng.uniform(-1, 1, (1, 64, 64, c.in_channels)).astype(np.float32)
         latent = rng.standard_normal((1, 8, 8, c.latent_channels), dtype=np.float32)

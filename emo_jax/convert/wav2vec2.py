@@ -19,7 +19,10 @@ log = logging.getLogger(__name__)
 
 _POS_CONV = "encoder.pos_conv_embed.conv."
 # (magnitude g, direction v) key names of torch's weight norm: the old hook and the parametrization API.
-_WEIGHT_NORM_NAMES = (("weight_g", "weight_v"), ("parametrizations.weight.original0", "parametrizations.weight.original1"))
+_WEIGHT_NORM_NAMES = (
+    ("weight_g", "weight_v"),
+    ("parametrizations.weight.original0", "parametrizations.weight.original1"),
+)
 # Trained only for masked pretraining; unused when encoding audio.
 _UNUSED = ("masked_spec_embed",)
 
@@ -36,7 +39,7 @@ def _model_keys(state_dict: Mapping[str, np.ndarray], source: str) -> dict[str, 
         dropped = sorted({k.split(".")[0] for k in state_dict if not k.startswith("wav2vec2.")})
         if dropped:
             log.info("%s: using the wav2vec2 submodule; leaving out %s", source, ", ".join(dropped))
-        state_dict = {k[len("wav2vec2."):]: v for k, v in state_dict.items() if k.startswith("wav2vec2.")}
+        state_dict = {k[len("wav2vec2.") :]: v for k, v in state_dict.items() if k.startswith("wav2vec2.")}
     state_dict = {k: v for k, v in state_dict.items() if k not in _UNUSED}
     for g_name, v_name in _WEIGHT_NORM_NAMES:
         g, v = state_dict.pop(_POS_CONV + g_name, None), state_dict.pop(_POS_CONV + v_name, None)

@@ -37,9 +37,7 @@ def _cudnn_unsupported_reason(query: jax.Array) -> str | None:
 
 def _softmax_attention(query: jax.Array, key: jax.Array, value: jax.Array) -> jax.Array:
     """Plain softmax attention with fp32 logits. [B, T, N, D], [B, S, N, D] -> [B, T, N, D]."""
-    logits = jnp.einsum(
-        "btnd,bsnd->bnts", query * query.shape[-1] ** -0.5, key, preferred_element_type=jnp.float32
-    )
+    logits = jnp.einsum("btnd,bsnd->bnts", query * query.shape[-1] ** -0.5, key, preferred_element_type=jnp.float32)
     weights = jax.nn.softmax(logits, axis=-1).astype(value.dtype)
     return jnp.einsum("bnts,bsnd->btnd", weights, value)
 
@@ -130,9 +128,7 @@ class Attention(nnx.Module):
         self.heads = heads
         self.residual_connection = residual_connection
         self.attention_impl = compute.attention
-        self.group_norm = (
-            group_norm(query_dim, norm_num_groups, norm_eps, compute, rngs) if norm_num_groups else None
-        )
+        self.group_norm = group_norm(query_dim, norm_num_groups, norm_eps, compute, rngs) if norm_num_groups else None
         self.to_q = linear(query_dim, inner_dim, compute, rngs, use_bias=bias)
         self.to_k = linear(context_dim, inner_dim, compute, rngs, use_bias=bias)
         self.to_v = linear(context_dim, inner_dim, compute, rngs, use_bias=bias)
@@ -278,11 +274,19 @@ class BasicTransformerBlock(nnx.Module):
             )
         else:
             self.norm2 = self.attn2 = None
+
         def conditioning_attention(width: int | None) -> tuple[nnx.LayerNorm | None, Attention | None]:
             if not width:
                 return None, None
-            attention = Attention(dim, heads=heads, dim_head=dim_head, cross_attention_dim=width,
-                                  zero_init_out=True, compute=compute, rngs=rngs)
+            attention = Attention(
+                dim,
+                heads=heads,
+                dim_head=dim_head,
+                cross_attention_dim=width,
+                zero_init_out=True,
+                compute=compute,
+                rngs=rngs,
+            )
             return layer_norm(dim, 1e-5, compute, rngs), attention
 
         self.norm_audio, self.attn_audio = conditioning_attention(audio_cross_attention_dim)
@@ -302,21 +306,39 @@ class BasicTransformerBlock(nnx.Module):
         normed = self._positioned(self.norm1(hidden_states))
         if context.collect:
             self.sow(nnx.Intermediate, "reference_features", normed)
-        keys = jnp.concatenate([normed, reference], axis=1) if self.reference_attention == "concat_self" and reference is not None else None
+        keys = (
+            jnp.concatenate([normed, reference], axis=1)
+            if self.reference_attention == "concat_self" and reference is not None
+            else None
+        )
         hidden_states = hidden_states + self.attn1(normed, keys)
 
         if self.attn2 is not None:
-            cross_context = reference if self.reference_attention == "cross" and reference is not None else context.encoder_hidden_states
+            cross_context = (
+                reference
+                if self.reference_attention == "cross" and reference is not None
+                else context.encoder_hidden_states
+            )
             if self.cross and cross_context is None:
-                raise ValueError(f"transformer block {self.path or '?'}: attn2 needs encoder_hidden_states or reference features")
-            hidden_states = hidden_states + self.attn2(self._positioned(self.norm2(hidden_states)), cross_context if self.cross else None)
+                raise ValueError(
+                    f"transformer block {self.path or '?'}: attn2 needs encoder_hidden_states or reference features"
+                )
+            hidden_states = hidden_states + self.attn2(
+                self._positioned(self.norm2(hidden_states)), cross_context if self.cross else None
+            )
 
         hidden_states = _conditioned(hidden_states, self.norm_audio, self.attn_audio, context.audio, context.audio_keep)
         hidden_states = _conditioned(hidden_states, self.norm_speed, self.attn_speed, context.speed, context.speed_keep)
         return hidden_states + self.ff(self.norm3(hidden_states))
 
 
-def _conditioned(hidden_states, norm, attention, tokens, keep) -> jax.Array:
+def _conditioned(
+    hidden_states: jax.Array,
+    norm: nnx.LayerNorm | None,
+    attention: Attention | None,
+    tokens: jax.Array | None,
+    keep: jax.Array | None,
+) -> jax.Array:
     """Residual cross-attention to conditioning tokens [N, S, D]; `keep` [N] (1/0) cuts it per sample."""
     if attention is None or tokens is None:
         return hidden_states

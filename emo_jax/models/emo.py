@@ -82,23 +82,37 @@ class EMO(nnx.Module):
         self.reference_net = UNet(config.reference_net, compute=compute, rngs=rngs)
         self.backbone = UNet(config.backbone, compute=compute, rngs=rngs)
         self.face_locator = FaceLocator(
-            config.backbone.block_out_channels[0], block_out_channels=config.face_locator_channels,
-            compute=compute, rngs=rngs,
+            config.backbone.block_out_channels[0],
+            block_out_channels=config.face_locator_channels,
+            compute=compute,
+            rngs=rngs,
         )
         a = config.audio
         self.audio_projection = (
             AudioProjection(
-                seq_len=a.seq_len, blocks=a.blocks, channels=a.channels, intermediate_dim=a.intermediate_dim,
-                output_dim=config.backbone.audio_cross_attention_dim, context_tokens=a.context_tokens,
-                compute=compute, rngs=rngs,
+                seq_len=a.seq_len,
+                blocks=a.blocks,
+                channels=a.channels,
+                intermediate_dim=a.intermediate_dim,
+                output_dim=config.backbone.audio_cross_attention_dim,
+                context_tokens=a.context_tokens,
+                compute=compute,
+                rngs=rngs,
             )
             if a
             else None
         )
         s = config.speed
         self.speed_encoder = (
-            SpeedEncoder(s.centres, s.radii, m=s.m, hidden_dim=s.hidden_dim,
-                         dim=config.backbone.motion.speed_cross_attention_dim, compute=compute, rngs=rngs)
+            SpeedEncoder(
+                s.centres,
+                s.radii,
+                m=s.m,
+                hidden_dim=s.hidden_dim,
+                dim=config.backbone.motion.speed_cross_attention_dim,
+                compute=compute,
+                rngs=rngs,
+            )
             if s
             else None
         )
@@ -143,12 +157,21 @@ class EMO(nnx.Module):
         """
         b, f = noisy.shape[:2]
         face = self.face_locator(face_mask.reshape((b * f,) + face_mask.shape[2:]))
-        audio = self.audio_projection(audio_features) if self.audio_projection is not None and audio_features is not None else None
+        audio = (
+            self.audio_projection(audio_features)
+            if self.audio_projection is not None and audio_features is not None
+            else None
+        )
         speed_tokens = self.speed_encoder(speed) if self.speed_encoder is not None and speed is not None else None
         return self.backbone(
-            noisy, timesteps,
-            reference=reference, motion=motion, audio=audio, audio_keep=audio_keep,
-            speed=speed_tokens, speed_keep=speed_keep,
+            noisy,
+            timesteps,
+            reference=reference,
+            motion=motion,
+            audio=audio,
+            audio_keep=audio_keep,
+            speed=speed_tokens,
+            speed_keep=speed_keep,
             conv_in_residual=face.reshape((b, f) + face.shape[1:]),
         )
 
@@ -178,8 +201,15 @@ class EMO(nnx.Module):
                 has_motion = jnp.ones((noisy.shape[0],))
             motion = self.encode_motion(motion_latents, has_motion)
         return self.denoise(
-            noisy, timesteps, reference, face_mask=face_mask, motion=motion, audio_features=audio_features,
-            speed=speed, audio_keep=audio_keep, speed_keep=speed_keep,
+            noisy,
+            timesteps,
+            reference,
+            face_mask=face_mask,
+            motion=motion,
+            audio_features=audio_features,
+            speed=speed,
+            audio_keep=audio_keep,
+            speed_keep=speed_keep,
         )
 
 
@@ -202,7 +232,9 @@ class _Size:
 _SIZES = {
     # SD1.5's UNet; wav2vec2-base features (12 layers of 768) as Hallo.
     "sd15": _Size(
-        layout=dict(block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, attention_head_dim=8, norm_num_groups=32),
+        layout=dict(
+            block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, attention_head_dim=8, norm_num_groups=32
+        ),
         audio=AudioProjectionConfig(),
         audio_dim=768,
         motion_heads=8,
@@ -246,7 +278,9 @@ def emo_config(
         raise ValueError(f"stage must be 1, 2 or 3, got {stage}")
     sz = _SIZES[size]
     video = stage >= 2
-    motion = dict(motion_num_attention_heads=sz.motion_heads, speed_cross_attention_dim=sz.audio_dim if stage == 3 else None)
+    motion = dict(
+        motion_num_attention_heads=sz.motion_heads, speed_cross_attention_dim=sz.audio_dim if stage == 3 else None
+    )
     backbone = UNetConfig(
         **sz.layout,
         cross_attention_dim=None,

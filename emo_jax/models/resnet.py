@@ -77,4 +77,3 @@ class Upsample2D(nnx.Module):
     def __call__(self, x: jax.Array, output_size: tuple[int, int] | None = None) -> jax.Array:
         size = output_size or (2 * x.shape[1], 2 * x.shape[2])
         return self.conv(upsample_nearest(x, tuple(size)))
-

@@ -71,10 +71,9 @@ _SUPPORTED_ONLY = {
     "reverse_temporal_transformer_layers_per_block": (None,),
     "reverse_motion_num_attention_heads": (None,),
 }
-# Keys with no effect here (besides "_"-prefixed bookkeeping): the nominal sample size, and `upcast_attention` (our attention
-# always takes its softmax in fp32, see `jax.nn.dot_product_attention`).
-_NO_EFFECT = {"sample_size", "upcast_attention",
-              "addition_embed_type_num_heads"}
+# Keys with no effect here (besides "_"-prefixed bookkeeping): the nominal sample size, and `upcast_attention`
+# (our attention always takes its softmax on fp32 logits, see `attention.dot_product_attention`).
+_NO_EFFECT = {"sample_size", "upcast_attention", "addition_embed_type_num_heads"}
 
 
 def _per_block(value: int | tuple[int, ...] | list[int], n: int, name: str) -> tuple[int, ...]:
@@ -140,7 +139,9 @@ class UNetConfig:
             raise ValueError("UNetConfig: per-block cross_attention_dim is not supported; give one int")
         for i, heads in enumerate(self.heads):
             if self.block_out_channels[i] % heads:
-                raise ValueError(f"UNetConfig: {self.block_out_channels[i]} channels of block {i} do not split into {heads} heads")
+                raise ValueError(
+                    f"UNetConfig: {self.block_out_channels[i]} channels of block {i} do not split into {heads} heads"
+                )
 
     @property
     def heads(self) -> tuple[int, ...]:
@@ -154,7 +155,9 @@ class UNetConfig:
 
     @property
     def transformer_layers(self) -> tuple[int, ...]:
-        return _per_block(self.transformer_layers_per_block, len(self.block_out_channels), "transformer_layers_per_block")
+        return _per_block(
+            self.transformer_layers_per_block, len(self.block_out_channels), "transformer_layers_per_block"
+        )
 
     @classmethod
     def from_diffusers(cls, config: Mapping[str, Any], *, source: str = "config") -> UNetConfig:
@@ -176,11 +179,17 @@ class UNetConfig:
         extensions = {"motion", "reference_attention", "audio_cross_attention_dim"}
         emo = {k: getattr(self, k) for k in extensions - {"motion"} if getattr(self, k) is not None}
         if self.motion is None:
-            return {**{k: v for k, v in to_diffusers_config(self, "UNet2DConditionModel").items() if k not in extensions}, **emo}
+            return {
+                **{k: v for k, v in to_diffusers_config(self, "UNet2DConditionModel").items() if k not in extensions},
+                **emo,
+            }
         if not self.flip_sin_to_cos or self.freq_shift != 0:
             raise ValueError("UNetMotionModel fixes flip_sin_to_cos=True, freq_shift=0")
-        d = {k: v for k, v in to_diffusers_config(self, "UNetMotionModel").items()
-             if k not in extensions | {"attention_head_dim", "flip_sin_to_cos", "freq_shift"}}
+        d = {
+            k: v
+            for k, v in to_diffusers_config(self, "UNetMotionModel").items()
+            if k not in extensions | {"attention_head_dim", "flip_sin_to_cos", "freq_shift"}
+        }
         motion_names = {image: video for video, image in MOTION_BLOCK_TYPES.items()}
         return {
             **d,
@@ -240,14 +249,23 @@ class UNet(nnx.Module):
             )
 
         m = c.motion
-        block_motion = functools.partial(motion, m.motion_num_attention_heads, m.temporal_transformer_layers_per_block) if m else None
+        block_motion = (
+            functools.partial(motion, m.motion_num_attention_heads, m.temporal_transformer_layers_per_block)
+            if m
+            else None
+        )
         mid_motion = (
             functools.partial(motion, m.motion_num_attention_heads, m.temporal_transformer_layers_per_mid_block)
             if m and m.use_motion_mid_block
             else None
         )
-        common = dict(temb_channels=time_embed_dim, resnet_groups=c.norm_num_groups, resnet_eps=c.norm_eps,
-                      compute=compute, rngs=rngs)
+        common = dict(
+            temb_channels=time_embed_dim,
+            resnet_groups=c.norm_num_groups,
+            resnet_eps=c.norm_eps,
+            compute=compute,
+            rngs=rngs,
+        )
 
         self.conv_in = conv(c.in_channels, channels[0], compute, rngs)
         self.time_embedding = TimestepEmbedding(channels[0], time_embed_dim, compute=compute, rngs=rngs)
@@ -261,7 +279,9 @@ class UNet(nnx.Module):
                     num_layers=c.layers[i],
                     add_downsample=i < n - 1,
                     make_attention=(
-                        functools.partial(transformer, c.heads[i], c.transformer_layers[i]) if kind == CROSS_ATTN_DOWN else None
+                        functools.partial(transformer, c.heads[i], c.transformer_layers[i])
+                        if kind == CROSS_ATTN_DOWN
+                        else None
                     ),
                     make_motion=block_motion,
                     downsample_padding=c.downsample_padding,

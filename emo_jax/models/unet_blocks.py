@@ -41,14 +41,24 @@ def _resnets(
     """One ResnetBlock2D per entry of `in_channels`, each to `out_channels`."""
     return nnx.List(
         [
-            ResnetBlock2D(c, out_channels, temb_channels=temb_channels, groups=groups, eps=eps,
-                          output_scale_factor=output_scale_factor, compute=compute, rngs=rngs)
+            ResnetBlock2D(
+                c,
+                out_channels,
+                temb_channels=temb_channels,
+                groups=groups,
+                eps=eps,
+                output_scale_factor=output_scale_factor,
+                compute=compute,
+                rngs=rngs,
+            )
             for c in in_channels
         ]
     )
 
 
-def _temporal(motion_modules: nnx.List | None, i: int, x: jax.Array, num_frames: int | None, context: Context | None) -> jax.Array:
+def _temporal(
+    motion_modules: nnx.List | None, i: int, x: jax.Array, num_frames: int | None, context: Context | None
+) -> jax.Array:
     return motion_modules[i](x, num_frames, context) if motion_modules is not None else x
 
 
@@ -75,19 +85,18 @@ class DownBlock2D(nnx.Module):
         rngs: nnx.Rngs,
     ):
         self.resnets = _resnets(
-            [in_channels] + [out_channels] * (num_layers - 1), out_channels,
-            temb_channels=temb_channels, groups=resnet_groups, eps=resnet_eps, compute=compute, rngs=rngs,
+            [in_channels] + [out_channels] * (num_layers - 1),
+            out_channels,
+            temb_channels=temb_channels,
+            groups=resnet_groups,
+            eps=resnet_eps,
+            compute=compute,
+            rngs=rngs,
         )
         self.attentions = _modules(make_attention, out_channels, num_layers)
         self.motion_modules = _modules(make_motion, out_channels, num_layers)
         self.downsamplers = (
-            nnx.List(
-                [
-                    Downsample2D(
-                        out_channels, out_channels, padding=downsample_padding, compute=compute, rngs=rngs
-                    )
-                ]
-            )
+            nnx.List([Downsample2D(out_channels, out_channels, padding=downsample_padding, compute=compute, rngs=rngs)])
             if add_downsample
             else None
         )
@@ -133,8 +142,14 @@ class MidBlock2D(nnx.Module):
         rngs: nnx.Rngs,
     ):
         self.resnets = _resnets(
-            [channels] * (num_layers + 1), channels, temb_channels=temb_channels, groups=resnet_groups,
-            eps=resnet_eps, output_scale_factor=output_scale_factor, compute=compute, rngs=rngs,
+            [channels] * (num_layers + 1),
+            channels,
+            temb_channels=temb_channels,
+            groups=resnet_groups,
+            eps=resnet_eps,
+            output_scale_factor=output_scale_factor,
+            compute=compute,
+            rngs=rngs,
         )
         self.attentions = _modules(make_attention, channels, num_layers)
         self.motion_modules = _modules(make_motion, channels, num_layers)
@@ -184,9 +199,16 @@ class UpBlock2D(nnx.Module):
             raise ValueError(f"UpBlock2D: {num_layers} layers but {len(skip_channels)} skip widths")
         self.uses_skips = skip_channels is not None
         self.resnets = _resnets(
-            [(prev_output_channel if i == 0 else out_channels) + (skip_channels[i] if skip_channels else 0)
-             for i in range(num_layers)],
-            out_channels, temb_channels=temb_channels, groups=resnet_groups, eps=resnet_eps, compute=compute, rngs=rngs,
+            [
+                (prev_output_channel if i == 0 else out_channels) + (skip_channels[i] if skip_channels else 0)
+                for i in range(num_layers)
+            ],
+            out_channels,
+            temb_channels=temb_channels,
+            groups=resnet_groups,
+            eps=resnet_eps,
+            compute=compute,
+            rngs=rngs,
         )
         self.attentions = _modules(make_attention, out_channels, num_layers)
         self.motion_modules = _modules(make_motion, out_channels, num_layers)

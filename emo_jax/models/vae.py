@@ -81,8 +81,14 @@ def _mid_block(channels: int, c: AutoencoderKLConfig, compute: Compute, rngs: nn
     def spatial_attention(ch: int) -> Attention:
         # One-head self-attention with GroupNorm and residual, as diffusers' VAE mid block.
         return Attention(
-            ch, heads=1, dim_head=ch, bias=True, norm_num_groups=c.norm_num_groups, residual_connection=True,
-            compute=compute, rngs=rngs,
+            ch,
+            heads=1,
+            dim_head=ch,
+            bias=True,
+            norm_num_groups=c.norm_num_groups,
+            residual_connection=True,
+            compute=compute,
+            rngs=rngs,
         )
 
     return MidBlock2D(

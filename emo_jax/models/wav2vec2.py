@@ -28,17 +28,65 @@ _SUPPORTED_ONLY = {
 }
 # Training-only knobs (dropouts, masking, CTC / pretraining heads) change nothing at inference.
 _NO_EFFECT = {
-    "activation_dropout", "attention_dropout", "hidden_dropout", "feat_proj_dropout", "final_dropout", "layerdrop",
-    "feat_quantizer_dropout", "mask_time_prob", "mask_time_length", "mask_time_min_masks", "mask_feature_prob",
-    "mask_feature_length", "mask_feature_min_masks", "apply_spec_augment", "ctc_loss_reduction", "ctc_zero_infinity",
-    "vocab_size", "num_codevectors_per_group", "num_codevector_groups", "contrastive_logits_temperature",
-    "num_negatives", "codevector_dim", "proj_codevector_dim", "diversity_loss_weight", "use_weighted_layer_sum",
-    "classifier_proj_size", "tdnn_dim", "tdnn_kernel", "tdnn_dilation", "xvector_output_dim", "pad_token_id",
-    "bos_token_id", "eos_token_id", "architectures", "model_type", "transformers_version", "gradient_checkpointing",
-    "torch_dtype", "dtype", "initializer_range", "output_hidden_size", "num_adapter_layers", "adapter_kernel_size",
-    "adapter_stride", "adapter_attn_dim", "feat_extract_dropout", "feat_extract_norm_eps", "num_feat_extract_layers",
-    "output_attentions", "output_hidden_states", "return_dict", "id2label", "label2id", "problem_type",
-    "tie_word_embeddings", "chunk_size_feed_forward", "is_encoder_decoder", "add_cross_attention", "tokenizer_class",
+    "activation_dropout",
+    "attention_dropout",
+    "hidden_dropout",
+    "feat_proj_dropout",
+    "final_dropout",
+    "layerdrop",
+    "feat_quantizer_dropout",
+    "mask_time_prob",
+    "mask_time_length",
+    "mask_time_min_masks",
+    "mask_feature_prob",
+    "mask_feature_length",
+    "mask_feature_min_masks",
+    "apply_spec_augment",
+    "ctc_loss_reduction",
+    "ctc_zero_infinity",
+    "vocab_size",
+    "num_codevectors_per_group",
+    "num_codevector_groups",
+    "contrastive_logits_temperature",
+    "num_negatives",
+    "codevector_dim",
+    "proj_codevector_dim",
+    "diversity_loss_weight",
+    "use_weighted_layer_sum",
+    "classifier_proj_size",
+    "tdnn_dim",
+    "tdnn_kernel",
+    "tdnn_dilation",
+    "xvector_output_dim",
+    "pad_token_id",
+    "bos_token_id",
+    "eos_token_id",
+    "architectures",
+    "model_type",
+    "transformers_version",
+    "gradient_checkpointing",
+    "torch_dtype",
+    "dtype",
+    "initializer_range",
+    "output_hidden_size",
+    "num_adapter_layers",
+    "adapter_kernel_size",
+    "adapter_stride",
+    "adapter_attn_dim",
+    "feat_extract_dropout",
+    "feat_extract_norm_eps",
+    "num_feat_extract_layers",
+    "output_attentions",
+    "output_hidden_states",
+    "return_dict",
+    "id2label",
+    "label2id",
+    "problem_type",
+    "tie_word_embeddings",
+    "chunk_size_feed_forward",
+    "is_encoder_decoder",
+    "add_cross_attention",
+    "tokenizer_class",
     "layer_norm_eps_feat",
 }
 
@@ -83,8 +131,16 @@ class Wav2Vec2Config:
 
 def _conv1d(in_channels, out_channels, kernel, stride, *, use_bias, groups=1, padding=0, compute, rngs) -> nnx.Conv:
     return nnx.Conv(
-        in_channels, out_channels, kernel_size=(kernel,), strides=(stride,), padding=((padding, padding),),
-        feature_group_count=groups, use_bias=use_bias, dtype=compute.dtype, param_dtype=compute.param_dtype, rngs=rngs,
+        in_channels,
+        out_channels,
+        kernel_size=(kernel,),
+        strides=(stride,),
+        padding=((padding, padding),),
+        feature_group_count=groups,
+        use_bias=use_bias,
+        dtype=compute.dtype,
+        param_dtype=compute.param_dtype,
+        rngs=rngs,
     )
 
 
@@ -99,8 +155,15 @@ class FeatureExtractorConvLayer(nnx.Module):
         c = config
         in_dim = c.conv_dim[layer_id - 1] if layer_id > 0 else 1
         out_dim = c.conv_dim[layer_id]
-        self.conv = _conv1d(in_dim, out_dim, c.conv_kernel[layer_id], c.conv_stride[layer_id], use_bias=c.conv_bias,
-                            compute=compute, rngs=rngs)
+        self.conv = _conv1d(
+            in_dim,
+            out_dim,
+            c.conv_kernel[layer_id],
+            c.conv_stride[layer_id],
+            use_bias=c.conv_bias,
+            compute=compute,
+            rngs=rngs,
+        )
         if norm == "group":
             self.layer_norm = group_norm(out_dim, out_dim, 1e-5, compute, rngs)
         elif norm == "layer":
@@ -148,8 +211,17 @@ class PositionalConvEmbedding(nnx.Module):
 
     def __init__(self, config: Wav2Vec2Config, *, compute: Compute, rngs: nnx.Rngs):
         k = config.num_conv_pos_embeddings
-        self.conv = _conv1d(config.hidden_size, config.hidden_size, k, 1, use_bias=True,
-                            groups=config.num_conv_pos_embedding_groups, padding=k // 2, compute=compute, rngs=rngs)
+        self.conv = _conv1d(
+            config.hidden_size,
+            config.hidden_size,
+            k,
+            1,
+            use_bias=True,
+            groups=config.num_conv_pos_embedding_groups,
+            padding=k // 2,
+            compute=compute,
+            rngs=rngs,
+        )
         self.num_pad_remove = 1 if k % 2 == 0 else 0
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -225,7 +297,9 @@ class Wav2Vec2Encoder(nnx.Module):
         self.stable_layer_norm = config.do_stable_layer_norm
         self.pos_conv_embed = PositionalConvEmbedding(config, compute=compute, rngs=rngs)
         self.layer_norm = layer_norm(config.hidden_size, config.layer_norm_eps, compute, rngs)
-        self.layers = nnx.List([Wav2Vec2EncoderLayer(config, compute=compute, rngs=rngs) for _ in range(config.num_hidden_layers)])
+        self.layers = nnx.List(
+            [Wav2Vec2EncoderLayer(config, compute=compute, rngs=rngs) for _ in range(config.num_hidden_layers)]
+        )
 
     def __call__(self, x: jax.Array) -> Wav2Vec2Output:
         x = x + self.pos_conv_embed(x)

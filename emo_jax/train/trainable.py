@@ -33,4 +33,3 @@ def trainable_paths(model: nnx.Module, patterns: Sequence[str]) -> list[str]:
         if not any(re.search(pattern, p) for p in params):
             raise ValueError(f"trainable pattern {pattern!r} matches no parameter")
     return [p for p in params if any(re.search(pattern, p) for pattern in patterns)]
-
