@@ -18,7 +18,6 @@ NOT_BUILT = {
     "train": "three-stage EMO training (training issue)",
     "sample": "audio-driven video sampling (sampling issue)",
     "preprocess": "videos -> face-centred clips (data issue)",
-    "synth": "synthetic talking-face corpus (data issue)",
 }
 
 
@@ -38,7 +37,10 @@ def _demo(args: argparse.Namespace) -> None:
     }
     for name, description in descriptions.items():
         print(f"  {name:<10} {str(list(result.shapes[name])):<16} {description}")
-    print(f"  time: first call {result.first_call_s:.2f} s (XLA compile + run), then {result.step_s * 1e3:.1f} ms per step")
+    print(
+        f"  time: first call {result.first_call_s:.2f} s (XLA compile + run), "
+        f"then {result.step_s * 1e3:.1f} ms per step"
+    )
 
 
 def _convert(args: argparse.Namespace) -> None:
@@ -87,6 +89,21 @@ def _info(args: argparse.Namespace) -> None:
     print(f"  {'total':<18} {sum(counts.values()):>15,}   trainable {sum(trained.values()):>15,}")
 
 
+def _synth(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from emo_jax.data.synthetic import HELD_OUT_AUDIO, HELD_OUT_IDENTITIES, make_video, write_video
+
+    identities = HELD_OUT_IDENTITIES if args.held_out else range(args.first_seed, args.first_seed + args.videos)
+    audio_seeds = HELD_OUT_AUDIO if args.held_out else identities
+    pairs = list(zip(identities, audio_seeds))[: args.videos]
+    for i, (identity, audio_seed) in enumerate(tqdm(pairs, unit="video", desc="synthesising")):
+        singing = args.singing_every > 0 and i % args.singing_every == args.singing_every - 1
+        video = make_video(identity, audio_seed, seconds=args.seconds, fps=args.fps, size=args.size, singing=singing)
+        write_video(video, args.out, f"id{identity:05d}_audio{audio_seed:05d}")
+    print(f"{len(pairs)} videos ({args.seconds:g} s, {args.size}px, {args.fps:g} fps) with sidecar JSON in {args.out}")
+
+
 def _audio_features(args: argparse.Namespace) -> None:
     import numpy as np
     from tqdm import tqdm
@@ -103,15 +120,24 @@ def _audio_features(args: argparse.Namespace) -> None:
         from emo_jax.convert.wav2vec2 import from_hf_wav2vec2_folder
 
         layers = args.layers if args.layers in ("all", "last") else [int(i) for i in args.layers.split(",")]
-        encoder = Wav2Vec2Features(from_hf_wav2vec2_folder(args.wav2vec2), layers=layers, chunk_seconds=args.chunk_seconds)
+        encoder = Wav2Vec2Features(
+            from_hf_wav2vec2_folder(args.wav2vec2), layers=layers, chunk_seconds=args.chunk_seconds
+        )
     seconds = waveform.size / SAMPLE_RATE
     with tqdm(total=round(seconds, 2), unit="s", desc=f"encoding {Path(args.audio).name}") as bar:
         features = frame_features(
-            waveform, args.fps, args.num_frames, encoder=encoder, m=args.window,
+            waveform,
+            args.fps,
+            args.num_frames,
+            encoder=encoder,
+            m=args.window,
             progress=lambda frames: bar.update(round(frames * HOP / SAMPLE_RATE, 2)),
         )
     np.save(args.out, features)
-    print(f"{args.audio} ({seconds:.2f} s) -> {args.out}: {list(features.shape)} [frames, 2m+1, layers, dim] at {args.fps} fps")
+    print(
+        f"{args.audio} ({seconds:.2f} s) -> {args.out}: {list(features.shape)} "
+        f"[frames, 2m+1, layers, dim] at {args.fps} fps"
+    )
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -137,12 +163,25 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("src", help="diffusers model folder (config.json + weights) or pipeline folder")
     convert.add_argument("--out", required=True, help="output folder (config.json + params/)")
     convert.add_argument("--variant", help="weights variant, e.g. fp16 (diffusion_pytorch_model.fp16.safetensors)")
-    convert.add_argument("--verify", action="store_true", help="compare with the PyTorch model (needs torch, diffusers)")
+    convert.add_argument(
+        "--verify", action="store_true", help="compare with the PyTorch model (needs torch, diffusers)"
+    )
     convert.set_defaults(func=_convert)
 
     info = sub.add_parser("info", help="parameter counts of an EMO config, per part (no weights allocated)")
     info.add_argument("--config", default="configs/stage2.py", help="config file (default: configs/stage2.py)")
     info.set_defaults(func=_info)
+
+    synth = sub.add_parser("synth", help="synthetic talking-face videos (MP4 + audio) with ground-truth JSON")
+    synth.add_argument("--out", required=True, help="output folder")
+    synth.add_argument("--videos", type=int, default=8)
+    synth.add_argument("--seconds", type=float, default=6.0)
+    synth.add_argument("--fps", type=float, default=25.0)
+    synth.add_argument("--size", type=int, default=256, help="frame size in pixels (square)")
+    synth.add_argument("--first-seed", type=int, default=0, help="identity and audio seed of the first video")
+    synth.add_argument("--singing-every", type=int, default=4, help="every Nth video sings (0: none)")
+    synth.add_argument("--held-out", action="store_true", help="the held-out evaluation identities and audio")
+    synth.set_defaults(func=_synth)
 
     audio = sub.add_parser("audio-features", help="audio file -> features per video frame (.npy)")
     audio.add_argument("--audio", required=True, help="wav, flac, ogg, mp3, m4a, ...")

@@ -1,0 +1,1 @@
+"""Data: the synthetic talking-face corpus (later: preprocessing, TFDS dataset, grain pipeline)."""
