@@ -66,3 +66,14 @@ def test_synth_command_writes_playable_videos_with_sidecars(tmp_path, capsys):
     decoded = [np.frombuffer(f, np.uint8).reshape(128, 128, 3) for f in frames]
     mouth = [measure_frame(f, identity, tolerance=0.2)["mouth_open"] for f in decoded]
     assert np.corrcoef(mouth, sidecar["truth"]["mouth_open"])[0, 1] > 0.8
+
+
+def test_every_identity_keeps_skin_and_mouth_apart_from_other_colours():
+    from emo_jax.data.synthetic import COLOUR_SEPARATION, MOUTH_COLOUR
+
+    for seed in [*range(300), *HELD_OUT_IDENTITIES]:
+        c = Identity.sample(seed)
+        for name in ("hair", "eyes", "background"):
+            other = np.array(getattr(c, name))
+            assert np.abs(np.array(c.skin) - other).max() >= COLOUR_SEPARATION, (seed, name)
+            assert np.abs(np.array(MOUTH_COLOUR) - other).max() >= COLOUR_SEPARATION, (seed, name)

@@ -53,22 +53,41 @@ class Identity:
 
     @classmethod
     def sample(cls, seed: int) -> Identity:
+        """A random identity; colours are redrawn until skin and mouth stand apart from everything else by at
+        least `COLOUR_SEPARATION` (what `measure_frame` relies on)."""
         rng = np.random.default_rng([seed, 1])
-        skin = tuple(float(c) for c in np.clip(rng.uniform([0.45, 0.3, 0.2], [0.95, 0.8, 0.7]), 0, 1))
+        while True:
+            skin = rng.uniform([0.45, 0.3, 0.2], [0.95, 0.8, 0.7])
+            hair, eyes = rng.uniform(0.0, 0.5, 3), rng.uniform(0.0, 0.3, 3)
+            background = rng.uniform(0.55, 1.0, 3) * rng.choice([0.4, 1.0])
+            others = [hair, eyes, background]
+            if _separated(skin, [*others, np.array(MOUTH_COLOUR)]) and _separated(np.array(MOUTH_COLOUR), others):
+                break
         return cls(
             seed=seed,
             face_rx=float(rng.uniform(0.17, 0.22)),
             face_ry=float(rng.uniform(0.23, 0.28)),
-            skin=skin,
-            hair=tuple(float(c) for c in rng.uniform(0.0, 0.5, 3)),
-            eyes=tuple(float(c) for c in rng.uniform(0.0, 0.3, 3)),
-            background=tuple(float(c) for c in rng.uniform(0.55, 1.0, 3) * rng.choice([0.4, 1.0])),
+            skin=_rgb(skin),
+            hair=_rgb(hair),
+            eyes=_rgb(eyes),
+            background=_rgb(background),
             eye_dx=float(rng.uniform(0.06, 0.08)),
             eye_dy=float(rng.uniform(0.05, 0.07)),
             mouth_dy=float(rng.uniform(0.1, 0.13)),
             mouth_w=float(rng.uniform(0.05, 0.07)),
             mouth_h=float(rng.uniform(0.03, 0.04)),
         )
+
+
+COLOUR_SEPARATION = 0.25  # max-channel distance; measure_frame's tolerance is below half of it
+
+
+def _separated(colour: np.ndarray, others: list[np.ndarray]) -> bool:
+    return all(np.abs(colour - other).max() >= COLOUR_SEPARATION for other in others)
+
+
+def _rgb(colour: np.ndarray) -> tuple[float, float, float]:
+    return tuple(float(c) for c in np.clip(colour, 0, 1))
 
 
 def speech_audio(
