@@ -75,9 +75,12 @@ def test_bad_files_name_the_file(tmp_path):
 def test_video_without_audio_is_refused(tmp_path):
     import imageio_ffmpeg
 
+    from emo_jax.subprocesses import exec_after_fork
+
     path = tmp_path / "silent_film.mp4"
-    writer = imageio_ffmpeg.write_frames(str(path), (32, 32), fps=10, codec="libx264", pix_fmt_out="yuv420p")
-    writer.send(None)
+    with exec_after_fork():
+        writer = imageio_ffmpeg.write_frames(str(path), (32, 32), fps=10, codec="libx264", pix_fmt_out="yuv420p")
+        writer.send(None)
     for _ in range(5):
         writer.send(np.zeros((32, 32, 3), np.uint8).tobytes())
     writer.close()

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import subprocess
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
+
+from emo_jax.subprocesses import exec_after_fork
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +38,7 @@ def _decode_with_ffmpeg(path: Path, wav_path: Path) -> None:
         "pcm_f32le",
         str(wav_path),
     ]
-    with warnings.catch_warnings():
-        # JAX warns on any fork; subprocess forks and immediately execs ffmpeg, which cannot deadlock.
-        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+    with exec_after_fork():
         result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         reason = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"ffmpeg exit {result.returncode}"

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from emo_jax.subprocesses import exec_after_fork
+
 SAMPLE_RATE = 16000
 HELD_OUT_IDENTITIES = range(10_000, 10_016)
 HELD_OUT_AUDIO = range(20_000, 20_016)
@@ -270,18 +272,19 @@ def write_video(video: SyntheticVideo, directory: str | Path, name: str) -> Path
     wav, mp4 = directory / f"{name}.wav", directory / f"{name}.mp4"
     soundfile.write(wav, video.audio, SAMPLE_RATE)
     height, width = video.frames.shape[1:3]
-    writer = imageio_ffmpeg.write_frames(
-        str(mp4),
-        (width, height),
-        fps=video.fps,
-        codec="libx264",
-        pix_fmt_out="yuv420p",
-        quality=8,
-        audio_path=str(wav),
-        audio_codec="aac",
-        macro_block_size=1,
-    )
-    writer.send(None)
+    with exec_after_fork():
+        writer = imageio_ffmpeg.write_frames(
+            str(mp4),
+            (width, height),
+            fps=video.fps,
+            codec="libx264",
+            pix_fmt_out="yuv420p",
+            quality=8,
+            audio_path=str(wav),
+            audio_codec="aac",
+            macro_block_size=1,
+        )
+        writer.send(None)
     for frame in video.frames:
         writer.send(np.ascontiguousarray(frame).tobytes())
     writer.close()
