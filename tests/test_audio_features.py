@@ -12,7 +12,8 @@ from emo_jax.audio.features import HOP, resample_to_frames, window
 from emo_jax.models.conditioning import AudioProjection
 from emo_jax.models.wav2vec2 import Wav2Vec2Config, Wav2Vec2Model
 
-TINY = Wav2Vec2Config(
+# A tiny wav2vec2 with the base conv strides (50 Hz features).
+TINY_50HZ = dict(
     hidden_size=32,
     num_hidden_layers=2,
     num_attention_heads=4,
@@ -21,6 +22,7 @@ TINY = Wav2Vec2Config(
     num_conv_pos_embeddings=16,
     num_conv_pos_embedding_groups=4,
 )
+TINY = Wav2Vec2Config(**TINY_50HZ)
 
 
 @pytest.fixture(scope="module")

@@ -106,19 +106,11 @@ def test_audio_features_command_writes_frame_aligned_features(tmp_path, capsys):
 @pytest.mark.parity
 def test_audio_features_command_reads_a_transformers_folder(tmp_path):
     import soundfile as sf
+    from test_audio_features import TINY_50HZ
     from test_wav2vec2_parity import speech_like
 
     transformers = require("transformers")
-    tiny = dict(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        conv_dim=(32,) * 7,
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=4,
-    )  # the base conv strides: 50 Hz
-    transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**tiny)).save_pretrained(tmp_path / "w2v")
+    transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**TINY_50HZ)).save_pretrained(tmp_path / "w2v")
     sf.write(tmp_path / "speech.wav", speech_like(1.0), 16000)
     out = tmp_path / "feats.npy"
     main(

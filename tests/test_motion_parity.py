@@ -8,21 +8,13 @@ import numpy as np
 import pytest
 from flax import nnx
 from peers import perturb_vectors, rel_err, require, state_dict_numpy
+from test_convert import TINY_UNET
 
 from emo_jax.convert import from_diffusers_unet
 from emo_jax.convert.animatediff import from_animatediff_motion_adapter, motion_config_from_adapter
-from emo_jax.models import MotionConfig, UNet, UNetConfig
+from emo_jax.models import MotionConfig, UNet
 
-CA_DOWN, DOWN, UP, CA_UP = "CrossAttnDownBlock2D", "DownBlock2D", "UpBlock2D", "CrossAttnUpBlock2D"
-IMAGE = UNetConfig(
-    block_out_channels=(32, 64),
-    down_block_types=(CA_DOWN, DOWN),
-    up_block_types=(UP, CA_UP),
-    layers_per_block=1,
-    attention_head_dim=2,
-    cross_attention_dim=16,
-    norm_num_groups=8,
-)
+IMAGE = TINY_UNET  # a tiny SD-layout UNet: 2 stages, cross-attention 16
 FRAMES, HEIGHT, WIDTH = 6, 12, 20
 
 

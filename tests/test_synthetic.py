@@ -57,7 +57,10 @@ def test_synth_command_writes_playable_videos_with_sidecars(tmp_path, capsys):
     assert [p.name for p in mp4s] == ["id00000_audio00000.mp4", "id00001_audio00001.mp4"]
     sidecar = json.loads(mp4s[0].with_suffix(".json").read_text())
     assert sidecar["num_frames"] == 50 and len(sidecar["truth"]["mouth_open"]) == 50
-    frames = list(imageio_ffmpeg.read_frames(str(mp4s[0])))[1:]  # the first item is the stream's metadata
+    from emo_jax.subprocesses import exec_after_fork
+
+    with exec_after_fork():
+        frames = list(imageio_ffmpeg.read_frames(str(mp4s[0])))[1:]  # the first item is the stream's metadata
     assert len(frames) == 50
     audio = load_audio(mp4s[0])
     assert abs(audio.size / 16000 - 2.0) < 0.1

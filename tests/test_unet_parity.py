@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from peers import nchw, nhwc, perturb_vectors, rel_err, require, state_dict_numpy
+from test_convert import TINY_UNET
 
 from emo_jax.convert import from_diffusers_unet
 from emo_jax.models import UNetConfig
@@ -13,15 +14,7 @@ CA_DOWN, DOWN, UP, CA_UP = "CrossAttnDownBlock2D", "DownBlock2D", "UpBlock2D", "
 CASES = {
     # conv proj_in, one layer per block, non-square latent, batch 2
     "conv_proj_1layer": (
-        UNetConfig(
-            block_out_channels=(32, 64),
-            down_block_types=(CA_DOWN, DOWN),
-            up_block_types=(UP, CA_UP),
-            layers_per_block=1,
-            attention_head_dim=2,
-            cross_attention_dim=16,
-            norm_num_groups=8,
-        ),
+        TINY_UNET,
         (2, 24, 40),
     ),
     # linear proj_in, two layers and two transformer layers per block, per-block heads, odd sizes that do
