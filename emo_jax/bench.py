@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from emo_jax.models import Compute, UNet, UNetConfig
+from emo_jax.models import Compute, UNet, UNetConfig, param_counts
 from emo_jax.models.layers import ATTENTION_IMPLEMENTATIONS
 
 
@@ -115,7 +115,7 @@ def bench_unet(args: argparse.Namespace) -> None:
     graphdef, state = nnx.split(model)
     forward = jax.jit(lambda state, x, t, c: nnx.merge(graphdef, state)(x, t, c))
     inputs = (jnp.asarray(sample, compute.dtype), jnp.asarray(timesteps), jnp.asarray(context, compute.dtype))
-    params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    params = sum(param_counts(model).values())
     print(
         f"UNet {list(channels)}, {args.layers} layers/block, {args.heads} heads, {params / 1e6:.1f} M params; "
         f"input [{args.batch}, {args.size}, {args.size}, 4], context [{args.batch}, {args.tokens}, {args.cross_dim}]; "

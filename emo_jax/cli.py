@@ -9,8 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from emo_jax.convert.state_dict import ConversionError
 
 # Jobs that later issues build: subcommand -> what it will do.
@@ -72,17 +70,14 @@ def _info(args: argparse.Namespace) -> None:
     from flax import nnx
 
     from emo_jax.config import load_config
-    from emo_jax.models.emo import EMO, emo_config, param_counts
+    from emo_jax.models import param_counts
+    from emo_jax.models.emo import EMO, emo_config
     from emo_jax.train.trainable import trainable_paths
 
     config = load_config(args.config)
     model = nnx.eval_shape(lambda: EMO(emo_config(**config.model), rngs=nnx.Rngs(0)))  # shapes only
     counts = param_counts(model)
-    trainable = set(trainable_paths(model, config.trainable))
-    trained: dict[str, int] = {}
-    for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
-        if ".".join(str(p) for p in path) in trainable:
-            trained[str(path[0])] = trained.get(str(path[0]), 0) + int(np.prod(var.shape))
+    trained = param_counts(model, set(trainable_paths(model, config.trainable)))
     print(f"EMO {config.model.size}, stage {config.model.stage} ({args.config}); parameters:")
     for part, count in counts.items():
         print(f"  {part:<18} {count:>15,}   trainable {trained.get(part, 0):>15,}")

@@ -17,7 +17,7 @@ from flax import nnx
 from PIL import Image
 
 from emo_jax.diffusion.schedules import add_noise, alphas_cumprod
-from emo_jax.models import AutoencoderKL, AutoencoderKLConfig, UNet, UNetConfig
+from emo_jax.models import AutoencoderKL, AutoencoderKLConfig, UNet, UNetConfig, param_counts
 
 
 @dataclasses.dataclass
@@ -35,10 +35,6 @@ def astronaut(resolution: int) -> np.ndarray:
 
     image = Image.fromarray(data.astronaut()).resize((resolution, resolution), Image.Resampling.BICUBIC)
     return (np.asarray(image, np.float32) / 127.5 - 1.0)[None]
-
-
-def _param_count(module: nnx.Module) -> int:
-    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(module, nnx.Param)))
 
 
 def run_demo(config: ml_collections.ConfigDict) -> DemoResult:
@@ -71,7 +67,7 @@ def run_demo(config: ml_collections.ConfigDict) -> DemoResult:
     step = time.perf_counter() - start
     return DemoResult(
         shapes={"image": image.shape, **{k: v.shape for k, v in outputs.items()}},
-        param_counts={"unet": _param_count(unet), "vae": _param_count(vae)},
+        param_counts={"unet": sum(param_counts(unet).values()), "vae": sum(param_counts(vae).values())},
         first_call_s=first,
         step_s=step,
         outputs={k: np.asarray(v) for k, v in outputs.items()},

@@ -9,7 +9,8 @@ import pytest
 from flax import nnx
 
 from emo_jax.config import load_config
-from emo_jax.models.emo import EMO, emo_config, param_counts
+from emo_jax.models import param_counts
+from emo_jax.models.emo import EMO, emo_config
 from emo_jax.train.trainable import trainable_filter, trainable_paths
 
 B, F, N_MOTION, LATENT = 2, 3, 4, 8

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
+import numpy as np
 from flax import nnx
 
 from emo_jax.models.layers import Compute
@@ -30,6 +31,16 @@ def abstract_model(config: Mapping[str, Any], *, compute: Compute = Compute(), s
     return nnx.eval_shape(lambda: model_cls(model_config, compute=compute, rngs=nnx.Rngs(0)))
 
 
+def param_counts(model: nnx.Module, paths: Collection[str] | None = None) -> dict[str, int]:
+    """Parameters per top-level part, optionally only those whose dotted path is in `paths` (works on
+    `nnx.eval_shape` models: nothing is allocated). The total is `sum(param_counts(model).values())`."""
+    counts: dict[str, int] = {}
+    for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+        if paths is None or ".".join(str(p) for p in path) in paths:
+            counts[str(path[0])] = counts.get(str(path[0]), 0) + int(np.prod(var.shape))
+    return counts
+
+
 __all__ = [
     "MODEL_CLASSES",
     "AutoencoderKL",
@@ -40,4 +51,5 @@ __all__ = [
     "UNet",
     "UNetConfig",
     "abstract_model",
+    "param_counts",
 ]

@@ -132,8 +132,7 @@ class EMO(nnx.Module):
         (a video's first clip has no previous frames)."""
         b, n = latents.shape[:2]
         features = self.encode_reference(latents.reshape((b * n,) + latents.shape[2:]))
-        keep = has_motion.astype(latents.dtype)[:, None, None, None]
-        return {k: v.reshape((b, n) + v.shape[1:]) * keep.astype(v.dtype) for k, v in features.items()}
+        return _per_sample({k: v.reshape((b, n) + v.shape[1:]) for k, v in features.items()}, has_motion)
 
     def denoise(
         self,
@@ -194,7 +193,7 @@ class EMO(nnx.Module):
         [B]; *_keep: [B] 1/0 condition dropout. Other arguments as `denoise`. -> [B, F, h, w, 4]."""
         reference = self.encode_reference(reference_latent)
         if reference_keep is not None:
-            reference = {k: v * reference_keep[:, None, None].astype(v.dtype) for k, v in reference.items()}
+            reference = _per_sample(reference, reference_keep)
         motion = None
         if motion_latents is not None and self.config.backbone.motion is not None:
             if has_motion is None:
@@ -213,12 +212,9 @@ class EMO(nnx.Module):
         )
 
 
-def param_counts(model: nnx.Module) -> dict[str, int]:
-    """Parameters per top-level part (works on `nnx.eval_shape` models: nothing is allocated)."""
-    counts: dict[str, int] = {}
-    for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
-        counts[str(path[0])] = counts.get(str(path[0]), 0) + int(np.prod(var.shape))
-    return counts
+def _per_sample(features: Features, keep: jax.Array) -> Features:
+    """Multiplies every feature map [B, ...] by its sample's `keep` [B] (1 keeps, 0 gives zero maps)."""
+    return {k: v * keep.reshape((-1,) + (1,) * (v.ndim - 1)).astype(v.dtype) for k, v in features.items()}
 
 
 @dataclasses.dataclass(frozen=True)

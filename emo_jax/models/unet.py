@@ -324,18 +324,14 @@ class UNet(nnx.Module):
         self.conv_out = conv(channels[0], c.out_channels, compute, rngs)
 
         # Each spatial transformer block's key in `Context.reference`: its attribute path, the same path under
-        # which a ReferenceNet of this layout sows its features.
-        # A motion module reads the motion-frame features of the spatial block before it (same index).
+        # which a ReferenceNet of this layout sows its features. A motion module reads the motion-frame features
+        # of the spatial block before it (same index); blocks without spatial attention have none under that key.
         for path, node in nnx.iter_graph(self):
             if isinstance(node, BasicTransformerBlock) and "attentions" in path:
                 node.path = ".".join(str(p) for p in path)
             elif isinstance(node, TemporalTransformer):
-                owner = self
-                for part in path[:-2]:
-                    owner = owner[part] if isinstance(part, int) else getattr(owner, part)
-                if owner.attentions is not None:
-                    prefix = ".".join(str(p) for p in path[:-2])
-                    node.motion_key = f"{prefix}.attentions.{path[-1]}.transformer_blocks.0"
+                prefix = ".".join(str(p) for p in path[:-2])
+                node.motion_key = f"{prefix}.attentions.{path[-1]}.transformer_blocks.0"
 
     def __call__(
         self,
