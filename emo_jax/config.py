@@ -39,7 +39,7 @@ STAGE_TRAINABLE = {
     2: [r"^backbone\..*motion_modules\.", r"^backbone\..*(attn_audio|norm_audio)\.", r"^audio_projection\."],
     3: [r"^backbone\..*motion_modules\.", r"^speed_encoder\."],
 }
-# Paper's settings per stage: clip frames, motion frames, batch, learning rate.
+# Paper's settings per stage: clip frames, motion frames, batch (the learning rate is 1e-5 throughout).
 _STAGE_DATA = {1: (1, 0, 48), 2: (12, 4, 4), 3: (12, 4, 4)}
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from flax import nnx
 
 from emo_jax.audio.loading import SAMPLE_RATE
+from emo_jax.models.conditioning import window_indices
 from emo_jax.models.wav2vec2 import Wav2Vec2Model
 
 HOP = 320  # samples per feature frame: 50 Hz at 16 kHz
@@ -30,6 +31,11 @@ class AudioEncoder(Protocol):
     def num_frames(self, num_samples: int) -> int: ...
 
     def __call__(self, waveform: np.ndarray, progress: Callable[[int], None] | None = None) -> np.ndarray: ...
+
+
+def check_one_frame(waveform: np.ndarray, receptive_field: int) -> None:
+    if waveform.size < receptive_field:
+        raise ValueError(f"audio of {waveform.size} samples is shorter than one feature frame ({receptive_field})")
 
 
 def _conv_output_length(length: int, kernels: Sequence[int], strides: Sequence[int]) -> int:
@@ -70,9 +76,7 @@ class Wav2Vec2Features:
         self.normalize = normalize
         self.chunk_frames = int(chunk_seconds * SAMPLE_RATE) // HOP
         self.context_frames = int(context_seconds * SAMPLE_RATE) // HOP
-        self.receptive_field = c.conv_kernel[0] + sum(
-            (k - 1) * int(np.prod(c.conv_stride[:i])) for i, k in enumerate(c.conv_kernel) if i > 0
-        )
+        self.receptive_field = c.receptive_field
         self.num_layers = (
             {"all": c.num_hidden_layers, "last": 1}.get(layers) if isinstance(layers, str) else len(layers)
         )
@@ -106,10 +110,7 @@ class Wav2Vec2Features:
     def __call__(self, waveform: np.ndarray, progress: Callable[[int], None] | None = None) -> np.ndarray:
         """[S] float -> [L, T, D] float32. `progress(frames)` is called after each chunk."""
         waveform = np.asarray(waveform, np.float32)
-        if waveform.size < self.receptive_field:
-            raise ValueError(
-                f"audio of {waveform.size} samples is shorter than one feature frame ({self.receptive_field})"
-            )
+        check_one_frame(waveform, self.receptive_field)
         if self.normalize:
             waveform = (waveform - waveform.mean()) / np.sqrt(waveform.var() + 1e-7)
         pieces = []
@@ -144,10 +145,7 @@ class LogMelFeatures:
         import librosa
 
         waveform = np.asarray(waveform, np.float32)
-        if waveform.size < self.receptive_field:
-            raise ValueError(
-                f"audio of {waveform.size} samples is shorter than one feature frame ({self.receptive_field})"
-            )
+        check_one_frame(waveform, self.receptive_field)
         mel = librosa.feature.melspectrogram(
             y=waveform, sr=SAMPLE_RATE, n_fft=400, hop_length=HOP, n_mels=self.dim, center=False
         )
@@ -174,9 +172,7 @@ def resample_to_frames(features: np.ndarray, fps: float, num_frames: int, recept
 
 def window(features: np.ndarray, m: int) -> np.ndarray:
     """[L, F, D] -> [F, 2m + 1, L, D]: for frame f the features of frames f-m .. f+m, edges repeated."""
-    num_frames = features.shape[1]
-    index = np.clip(np.arange(num_frames)[:, None] + np.arange(-m, m + 1)[None, :], 0, num_frames - 1)
-    return features[:, index].transpose(1, 2, 0, 3)
+    return features[:, window_indices(features.shape[1], m)].transpose(1, 2, 0, 3)
 
 
 def frame_features(

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from emo_jax.audio.loading import SAMPLE_RATE
 from emo_jax.subprocesses import exec_after_fork
 
-SAMPLE_RATE = 16000
 HELD_OUT_IDENTITIES = range(10_000, 10_016)
 HELD_OUT_AUDIO = range(20_000, 20_016)
 MOUTH_LEAD_FRAMES = 1  # the mouth opens one frame before the sound (a small lead the model must learn)

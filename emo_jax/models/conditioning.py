@@ -6,6 +6,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from emo_jax.models.layers import Compute, conv, layer_norm, linear
@@ -118,8 +119,6 @@ def speed_buckets(speeds, num_buckets: int = 9) -> tuple[list[float], list[float
     Centres at the speeds' (i + 0.5) / d quantiles, so each bucket holds as many frames; radius i is half the
     distance to the nearer neighbouring centre (at least 1e-3), so neighbouring tanh ramps overlap.
     """
-    import numpy as np
-
     speeds = np.asarray(speeds, np.float64).ravel()
     if speeds.size < num_buckets:
         raise ValueError(f"need at least {num_buckets} speed samples, got {speeds.size}")
@@ -127,6 +126,12 @@ def speed_buckets(speeds, num_buckets: int = 9) -> tuple[list[float], list[float
     gaps = np.diff(centres)
     nearest = np.minimum(np.r_[gaps[:1], gaps], np.r_[gaps, gaps[-1:]]) if num_buckets > 1 else np.ones(1)
     return centres.tolist(), np.maximum(nearest / 2, 1e-3).tolist()
+
+
+def window_indices(num_frames: int, m: int) -> np.ndarray:
+    """[F, 2m + 1] frame indices f-m .. f+m for each frame f, clipped to the clip (edges repeated): the +/-m
+    window of audio features and of speed vectors (paper, section 3)."""
+    return np.clip(np.arange(num_frames)[:, None] + np.arange(-m, m + 1)[None, :], 0, num_frames - 1)
 
 
 def speed_window(speed: jax.Array, centres, radii, m: int) -> jax.Array:
@@ -138,8 +143,7 @@ def speed_window(speed: jax.Array, centres, radii, m: int) -> jax.Array:
     centres, radii = jnp.asarray(centres, jnp.float32), jnp.asarray(radii, jnp.float32)
     buckets = jnp.tanh(3.0 * (speed[..., None] - centres) / radii)  # [B, F, d]
     num_frames = speed.shape[1]
-    index = jnp.clip(jnp.arange(num_frames)[:, None] + jnp.arange(-m, m + 1)[None, :], 0, num_frames - 1)
-    return buckets[:, index].reshape(speed.shape[0], num_frames, -1)
+    return buckets[:, window_indices(num_frames, m)].reshape(speed.shape[0], num_frames, -1)
 
 
 class SpeedEncoder(nnx.Module):

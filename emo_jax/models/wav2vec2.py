@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
+import numpy as np
 from flax import nnx, struct
 
 from emo_jax.models.attention import dot_product_attention
@@ -123,10 +124,14 @@ class Wav2Vec2Config:
     @property
     def samples_per_frame(self) -> int:
         """Waveform samples per output frame (320 for base: 20 ms at 16 kHz)."""
-        total = 1
-        for stride in self.conv_stride:
-            total *= stride
-        return total
+        return int(np.prod(self.conv_stride))
+
+    @property
+    def receptive_field(self) -> int:
+        """Waveform samples one output frame reads (400 for base)."""
+        return self.conv_kernel[0] + sum(
+            (k - 1) * int(np.prod(self.conv_stride[:i])) for i, k in enumerate(self.conv_kernel) if i > 0
+        )
 
 
 def _conv1d(in_channels, out_channels, kernel, stride, *, use_bias, groups=1, padding=0, compute, rngs) -> nnx.Conv:
