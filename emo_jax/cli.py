@@ -15,7 +15,6 @@ from emo_jax.convert.state_dict import ConversionError
 NOT_BUILT = {
     "train": "three-stage EMO training (training issue)",
     "sample": "audio-driven video sampling (sampling issue)",
-    "preprocess": "videos -> face-centred clips (data issue)",
 }
 
 
@@ -135,6 +134,20 @@ def _audio_features(args: argparse.Namespace) -> None:
     )
 
 
+def _preprocess(args: argparse.Namespace) -> None:
+    from emo_jax.data.preprocess import PreprocessConfig, preprocess_folder
+
+    config = PreprocessConfig(
+        size=args.size, fps=args.fps, clip_frames=args.clip_frames, use_sidecar=not args.no_sidecar
+    )
+    report = preprocess_folder(args.videos, args.out, config, workers=args.workers)
+    skipped = ", ".join(f"{reason} {n}" for reason, n in sorted(report["skipped"].items())) or "none"
+    print(
+        f"{report['videos']} videos -> {report['done']} kept ({report['clips']} clips, {report['frames']} frames "
+        f"at {args.size}px, {args.fps:g} fps) in {args.out}/videos; skipped: {skipped}; report: {args.out}/report.json"
+    )
+
+
 def _bench(args: argparse.Namespace) -> None:
     from emo_jax import bench
 
@@ -190,6 +203,16 @@ def build_parser() -> argparse.ArgumentParser:
     audio.add_argument("--chunk-seconds", type=float, default=30.0, help="wav2vec2 runs on chunks this long")
     audio.add_argument("--n-mels", type=int, default=80, help="log-mel bands (--encoder logmel)")
     audio.set_defaults(func=_audio_features)
+
+    pre = sub.add_parser("preprocess", help="videos -> face-centred clips with audio, boxes, pose and head speed")
+    pre.add_argument("--videos", required=True, help="folder of videos (any depth; mp4, mov, mkv, avi, webm)")
+    pre.add_argument("--out", required=True, help="output folder: videos/*.npz, status/*.json, report.json")
+    pre.add_argument("--size", type=int, default=512, help="output frame size in pixels (square)")
+    pre.add_argument("--fps", type=float, default=25.0, help="output frame rate")
+    pre.add_argument("--clip-frames", type=int, default=125, help="frames per stored clip")
+    pre.add_argument("--workers", type=int, default=1, help="processes working on videos in parallel")
+    pre.add_argument("--no-sidecar", action="store_true", help="detect faces even where a ground-truth JSON exists")
+    pre.set_defaults(func=_preprocess)
 
     bench = sub.add_parser("bench", help="benchmarks (same as python -m emo_jax.bench)", add_help=False)
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)

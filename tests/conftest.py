@@ -2,3 +2,20 @@ import os
 
 # Parity needs full fp32 matmuls (the default on CPU, not on GPU/TPU); set before JAX initialises.
 os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def preprocessed(tmp_path_factory):
+    """The test corpus (tests/corpus.py) preprocessed at 128 px with 2 worker processes: (videos dir, out dir,
+    report)."""
+    from corpus import build_corpus
+
+    from emo_jax.data.preprocess import PreprocessConfig, preprocess_folder
+
+    root = tmp_path_factory.mktemp("corpus")
+    videos = build_corpus(root)
+    report = preprocess_folder(videos, root / "out", PreprocessConfig(size=128), workers=2, progress=False)
+    return videos, root / "out", report

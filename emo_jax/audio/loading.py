@@ -40,6 +40,8 @@ def _decode_with_ffmpeg(path: Path, wav_path: Path) -> None:
     ]
     with exec_after_fork():
         result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0 and "does not contain any stream" in result.stderr:
+        raise AudioError(f"{path}: has no audio stream")
     if result.returncode != 0:
         reason = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"ffmpeg exit {result.returncode}"
         raise AudioError(f"{path}: not a readable audio file ({reason})")

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from emo_jax.audio.loading import SAMPLE_RATE
-from emo_jax.subprocesses import exec_after_fork
+from emo_jax.data.video import write_mp4
 
 HELD_OUT_IDENTITIES = range(10_000, 10_016)
 HELD_OUT_AUDIO = range(20_000, 20_016)
@@ -264,31 +264,8 @@ def measure_frame(frame: np.ndarray, identity: Identity, tolerance: float = 0.12
 
 def write_video(video: SyntheticVideo, directory: str | Path, name: str) -> Path:
     """`name.mp4` (H.264 + AAC audio) and `name.json` (identity, seeds, fps, per-frame truth) under `directory`."""
-    import imageio_ffmpeg
-    import soundfile
-
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    wav, mp4 = directory / f"{name}.wav", directory / f"{name}.mp4"
-    soundfile.write(wav, video.audio, SAMPLE_RATE)
-    height, width = video.frames.shape[1:3]
-    with exec_after_fork():
-        writer = imageio_ffmpeg.write_frames(
-            str(mp4),
-            (width, height),
-            fps=video.fps,
-            codec="libx264",
-            pix_fmt_out="yuv420p",
-            quality=8,
-            audio_path=str(wav),
-            audio_codec="aac",
-            macro_block_size=1,
-        )
-        writer.send(None)
-    for frame in video.frames:
-        writer.send(np.ascontiguousarray(frame).tobytes())
-    writer.close()
-    wav.unlink()
+    mp4 = write_mp4(directory / f"{name}.mp4", video.frames, video.fps, video.audio)
     sidecar = {
         "identity": dataclasses.asdict(video.identity),
         "fps": video.fps,
@@ -297,3 +274,30 @@ def write_video(video: SyntheticVideo, directory: str | Path, name: str) -> Path
     }
     (directory / f"{name}.json").write_text(json.dumps(sidecar))
     return mp4
+
+
+def warped_photo_video(
+    photo: np.ndarray, *, seconds: float = 3.0, fps: float = 25.0, size: int = 256, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """A real face that moves: `photo` [H, W, 3] rotated (roll), shifted and zoomed along smooth random curves.
+
+    -> frames [F, size, size, 3] uint8, roll [F] degrees (clockwise on screen positive, as `faces.pose_from_eyes`).
+    For preprocessing tests with a real detector (e.g. on `skimage.data.astronaut()`).
+    """
+    from PIL import Image
+
+    num_frames = int(seconds * fps)
+    motion = head_motion(num_frames, fps, seed)
+    image = Image.fromarray(photo).resize((size, size), Image.BICUBIC)
+    frames = []
+    for f in range(num_frames):
+        zoom = 1.15 + 2.5 * motion["tx"][f]  # 1.05 .. 1.25
+        moved = image.rotate(
+            -motion["roll"][f],  # PIL turns counter-clockwise on screen
+            resample=Image.BICUBIC,
+            translate=(motion["tx"][f] * size, motion["ty"][f] * size),
+            fillcolor=(0, 0, 0),
+        )
+        crop = size * (1 - 1 / zoom) / 2
+        frames.append(np.asarray(moved.resize((size, size), Image.BICUBIC, box=(crop, crop, size - crop, size - crop))))
+    return np.stack(frames), motion["roll"].astype(np.float32)

@@ -1,0 +1,115 @@
+import io
+import json
+
+import numpy as np
+import pytest
+import skimage.data
+from corpus import BROKEN, SYNTHETIC
+from PIL import Image
+
+from emo_jax.cli import main
+from emo_jax.data import faces, preprocess
+from emo_jax.data.synthetic import make_video, warped_photo_video
+
+
+def test_every_video_is_kept_or_skipped_for_its_reason(preprocessed):
+    _, out, report = preprocessed
+    statuses = {p.stem: json.loads(p.read_text()) for p in (out / "status").glob("*.json")}
+    assert {name for name, s in statuses.items() if s["status"] == "done"} == {*SYNTHETIC, "astronaut"}
+    assert {name: s["reason"] for name, s in statuses.items() if s["status"] == "skipped"} == BROKEN
+    expected_counts = {}
+    for reason in BROKEN.values():
+        expected_counts[reason] = expected_counts.get(reason, 0) + 1
+    assert report["skipped"] == expected_counts
+    assert report == json.loads((out / "report.json").read_text())
+    assert sorted(p.stem for p in (out / "videos").glob("*.npz")) == sorted([*SYNTHETIC, "astronaut"])
+    assert len(report["speed_buckets"]["centres"]) == 9
+
+
+def test_a_real_detector_follows_the_astronaut(preprocessed):
+    """No sidecar: OpenCV's cascade finds the face in every frame and the eye line follows the applied roll."""
+    _, out, _ = preprocessed
+    video = preprocess.load_processed(out / "videos" / "astronaut.npz")
+    _, true_roll = warped_photo_video(skimage.data.astronaut(), seconds=3.0, size=320, seed=0)
+    assert len(video["jpeg"]) == len(true_roll) == 75
+    assert np.corrcoef(video["pose"][:, 2], true_roll)[0, 1] > 0.9
+    x0, y0, x1, y1 = video["boxes"].T  # crop pixels at 128 px: the face fills part of the crop, inside it
+    assert (x0 > 0).all() and (y0 > 0).all() and (x1 < 128).all() and (y1 < 128).all()
+    assert 0.3 < np.median(x1 - x0) / 128 < 0.8
+    # The astronaut's face in the full photo (the cascade's box there) lands inside the detected box.
+    frame = np.asarray(Image.open(io.BytesIO(video["jpeg"][0])))
+    assert frame.shape == (128, 128, 3)
+    assert len(video["audio"]) == 75 * 640
+
+
+def test_synthetic_videos_keep_their_ground_truth(preprocessed):
+    videos, out, _ = preprocessed
+    video = preprocess.load_processed(out / "videos" / "talk_a.npz")
+    truth = json.loads((videos / "talk_a.json").read_text())["truth"]
+    crop_x, crop_y, side = video["crop"]
+    scale = 128 / side
+    true_boxes = (np.asarray(truth["box"]) - [crop_x, crop_y, crop_x, crop_y]) * scale
+    assert np.abs(video["boxes"] - faces.smooth(true_boxes, 5)).max() < 1e-3
+    true_pose = np.stack([truth[k] for k in ("yaw", "pitch", "roll")], 1)
+    np.testing.assert_allclose(video["pose"], faces.smooth(true_pose, 5), atol=1e-4)
+    assert np.corrcoef(video["speed"], truth["speed"])[0, 1] > 0.8
+    rendered = make_video(0, 0, seconds=3.0, size=128).frames
+    decoded = np.stack([np.asarray(Image.open(io.BytesIO(b))) for b in video["jpeg"]])
+    assert (crop_x, crop_y, side) == (0, 0, 128)  # the face's union with margin fills the small frame
+    assert np.abs(decoded.astype(float) - rendered).mean() < 4.0  # H.264 + JPEG round trip
+    np.testing.assert_array_equal(video["clips"], [[0, 75]])
+
+
+def test_rerun_skips_finished_videos_and_redoes_missing_ones(preprocessed, tmp_path, capsys, monkeypatch):
+    videos, _, _ = preprocessed
+    out = tmp_path / "out"
+    for name in ("talk_b", "short"):
+        for suffix in (".mp4", ".json"):
+            (tmp_path / "in").mkdir(exist_ok=True)
+            (tmp_path / "in" / f"{name}{suffix}").write_bytes((videos / f"{name}{suffix}").read_bytes())
+    main(["preprocess", "--videos", str(tmp_path / "in"), "--out", str(out), "--size", "64"])
+    assert "2 videos -> 1 kept (1 clips, 75 frames at 64px" in capsys.readouterr().out
+    first = (out / "videos" / "talk_b.npz").stat().st_mtime_ns
+
+    calls = []
+    monkeypatch.setattr(preprocess, "preprocess_video", lambda *a, **k: calls.append(a) or 1 / 0)
+    main(["preprocess", "--videos", str(tmp_path / "in"), "--out", str(out), "--size", "64"])
+    assert calls == [] and (out / "videos" / "talk_b.npz").stat().st_mtime_ns == first
+
+    (out / "status" / "talk_b.json").unlink()  # as if killed before it finished: redone, and a fault is a skip
+    main(["preprocess", "--videos", str(tmp_path / "in"), "--out", str(out), "--size", "64"])
+    status = json.loads((out / "status" / "talk_b.json").read_text())
+    assert len(calls) == 1 and status["reason"] == "error" and "ZeroDivisionError" in status["detail"]
+
+
+def test_missing_videos_folder_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["preprocess", "--videos", str(tmp_path / "nope"), "--out", str(tmp_path / "out")])
+    assert f"--videos {tmp_path / 'nope'}: no such folder" in capsys.readouterr().err
+
+
+def test_pose_from_eyes_reads_roll_and_yaw():
+    box = np.array([100, 100, 200, 200], np.float32)
+    centre, half = np.array([150.0, 150.0 + faces.EYES_BELOW_CENTRE * 100]), 20.0
+    for roll in (-20.0, 0.0, 15.0):
+        r = np.deg2rad(roll)
+        eyes = centre + np.array([[-half * np.cos(r), -half * np.sin(r)], [half * np.cos(r), half * np.sin(r)]])
+        np.testing.assert_allclose(faces.pose_from_eyes(box, eyes), [0.0, 0.0, roll], atol=1e-3)
+    shifted = np.array([[130.0 + 25, 137.0], [170.0 + 25, 137.0]])  # eyes moved half a half-width right: yaw 30
+    assert faces.pose_from_eyes(box, shifted)[0] == pytest.approx(30.0, abs=0.01)
+
+
+def test_gap_filling_smoothing_and_speed_closed_forms():
+    filled = faces.fill_gaps(np.array([[np.nan], [1.0], [np.nan], [3.0], [np.nan]]))
+    np.testing.assert_allclose(filled[:, 0], [1, 1, 2, 3, 3])
+    np.testing.assert_allclose(faces.smooth(np.arange(6.0)[:, None], 3)[:, 0], [1 / 3, 1, 2, 3, 4, 14 / 3])
+    pose = np.cumsum(np.tile([[3.0, 4.0, 0.0]], (4, 1)), 0)
+    np.testing.assert_allclose(faces.rotation_speed(pose), [5, 5, 5, 5])
+
+
+def test_clips_and_crop():
+    np.testing.assert_array_equal(preprocess.clip_ranges(300, 125, 32), [[0, 125], [125, 250], [250, 300]])
+    np.testing.assert_array_equal(preprocess.clip_ranges(270, 125, 32), [[0, 125], [125, 270]])  # tail 20 joins
+    boxes = np.array([[100, 50, 150, 100], [120, 60, 170, 110]], np.float32)  # union 100..170 x 50..110
+    assert preprocess.crop_square(boxes, 0.5, 640, 480) == (75, 20, 120)  # side 70 + 2 * 0.5 * 50 around centre (135, 80)
+    assert preprocess.crop_square(boxes, 10.0, 640, 480) == (0, 0, 480)  # as large as the frame, inside it
