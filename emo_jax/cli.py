@@ -148,6 +148,19 @@ def _preprocess(args: argparse.Namespace) -> None:
     )
 
 
+def _build_dataset(args: argparse.Namespace) -> None:
+    from emo_jax.data.tfds_builder import build_dataset
+
+    runner = None
+    if args.beam:
+        import apache_beam as beam
+
+        runner = beam.runners.DirectRunner()
+    builder = build_dataset(args.preprocessed, args.data_dir, config=args.config, beam=runner)
+    split = builder.info.splits["train"]
+    print(f"emo_clips/{args.config}: {split.num_examples} clips in {split.num_shards} shards at {builder.data_dir}")
+
+
 def _bench(args: argparse.Namespace) -> None:
     from emo_jax import bench
 
@@ -213,6 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--workers", type=int, default=1, help="processes working on videos in parallel")
     pre.add_argument("--no-sidecar", action="store_true", help="detect faces even where a ground-truth JSON exists")
     pre.set_defaults(func=_preprocess)
+
+    build = sub.add_parser("build-dataset", help="preprocessed clips -> TFDS dataset (array_record) for training")
+    build.add_argument("--preprocessed", required=True, help="the --out folder of `emo-jax preprocess`")
+    build.add_argument("--data-dir", required=True, help="TFDS data_dir to build emo_clips/<config> in")
+    build.add_argument("--config", choices=["samples", "logmel"], default="samples", help="audio as samples/features")
+    build.add_argument("--beam", action="store_true", help="generate with Apache Beam (DirectRunner; pip extra `beam`)")
+    build.set_defaults(func=_build_dataset)
 
     bench = sub.add_parser("bench", help="benchmarks (same as python -m emo_jax.bench)", add_help=False)
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)

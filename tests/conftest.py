@@ -19,3 +19,13 @@ def preprocessed(tmp_path_factory):
     videos = build_corpus(root)
     report = preprocess_folder(videos, root / "out", PreprocessConfig(size=128), workers=2, progress=False)
     return videos, root / "out", report
+
+
+@pytest.fixture(scope="session")
+def dataset_dir(preprocessed, tmp_path_factory):
+    """The preprocessed corpus built as the `emo_clips/samples` TFDS dataset (array_record): its data_dir."""
+    from emo_jax.data.tfds_builder import build_dataset
+
+    data_dir = tmp_path_factory.mktemp("tfds")
+    build_dataset(preprocessed[1], data_dir, config="samples")
+    return data_dir

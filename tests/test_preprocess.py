@@ -111,5 +111,9 @@ def test_clips_and_crop():
     np.testing.assert_array_equal(preprocess.clip_ranges(300, 125, 32), [[0, 125], [125, 250], [250, 300]])
     np.testing.assert_array_equal(preprocess.clip_ranges(270, 125, 32), [[0, 125], [125, 270]])  # tail 20 joins
     boxes = np.array([[100, 50, 150, 100], [120, 60, 170, 110]], np.float32)  # union 100..170 x 50..110
-    assert preprocess.crop_square(boxes, 0.5, 640, 480) == (75, 20, 120)  # side 70 + 2 * 0.5 * 50 around centre (135, 80)
+    assert preprocess.crop_square(boxes, 0.5, 640, 480) == (
+        75,
+        20,
+        120,
+    )  # side 70 + 2 * 0.5 * 50 around centre (135, 80)
     assert preprocess.crop_square(boxes, 10.0, 640, 480) == (0, 0, 480)  # as large as the frame, inside it

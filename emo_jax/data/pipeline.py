@@ -1,0 +1,153 @@
+"""The grain input pipeline: TFDS clips -> training batches.
+
+`tfds.data_source` -> seeded shuffle -> per-host shard (`ShardByJaxProcess`) -> `SampleClip` (decode, pick the
+clip, its motion frames and a reference frame, face mask, audio window) -> batch -> prefetch in worker processes.
+The iterator's state (`get_state` / `set_state`) resumes mid-epoch at the same batch.
+
+Batch (B = batch_size, n = num_frames, f = num_motion_frames, S = size, m = window):
+  frames [B, n, S, S, 3] uint8        the clip
+  motion_frames [B, f, S, S, 3] uint8 the f frames just before it
+  reference [B, S, S, 3] uint8        a frame of the same clip record, away from the clip and its motion frames
+  face_mask [B, S, S, 1] uint8        1 inside the union of the clip's face boxes
+  speed [B, n] float32                head rotation, degrees/frame (the model buckets it: `SpeedEncoder`)
+  audio [B, (n + 2m) * 16000 / fps] float32   the clip's audio with m frames each side (zeros past the record),
+    or, for datasets with precomputed features, audio_features [B, n, 2m + 1, L, D] (edges repeated)
+Stage 1 is n = 1, f = 0: single frames.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+
+import grain
+import numpy as np
+
+from emo_jax.audio.loading import SAMPLE_RATE
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    num_frames: int = 12
+    num_motion_frames: int = 4
+    size: int = 512  # frames are resized to S x S if the dataset's differ
+    window: int = 2  # m: audio context frames on each side
+    reference_gap: int = 12  # the reference is at least this many frames from the clip where the record allows
+    batch_size: int = 4
+    seed: int = 0
+    worker_count: int = 2  # processes running SampleClip; 0: in this process
+    worker_buffer_size: int = 2  # batches each worker prepares ahead
+
+
+class SampleClip(grain.transforms.RandomMap):
+    """One clip record -> one training example (see the module docstring for the fields)."""
+
+    def __init__(self, config: PipelineConfig):
+        self.config = config
+
+    def random_map(self, element: dict, rng: np.random.Generator) -> dict:
+        c = self.config
+        length = len(element["frames"])
+        needed = c.num_frames + c.num_motion_frames + 1
+        if length < needed:
+            raise ValueError(
+                f"clip {element['video_id']!r} at frame {element['clip_start']}: {length} frames, the pipeline needs "
+                f"{needed} (num_frames + num_motion_frames + a reference); preprocess with a larger min_frames"
+            )
+        start = int(rng.integers(c.num_motion_frames, length - c.num_frames + 1))
+        window = np.arange(start - c.num_motion_frames, start + c.num_frames)
+        reference = _reference_index(length, window, c.reference_gap, rng)
+        decode = lambda i: _decode(element["frames"][i], c.size)
+        frames = np.stack([decode(i) for i in range(start, start + c.num_frames)])
+        scale = c.size / _jpeg_size(element["frames"][start])
+        example = {
+            "frames": frames,
+            "motion_frames": np.stack([decode(i) for i in window[: c.num_motion_frames]])
+            if c.num_motion_frames
+            else np.zeros((0, c.size, c.size, 3), np.uint8),
+            "reference": decode(reference),
+            "face_mask": face_mask(element["boxes"][start : start + c.num_frames] * scale, c.size),
+            "speed": element["speed"][start : start + c.num_frames].astype(np.float32),
+        }
+        if "audio" in element:
+            example["audio"] = _audio_window(element["audio"], float(element["fps"]), start, c.num_frames, c.window)
+        else:
+            frames_index = np.arange(start, start + c.num_frames)[:, None] + np.arange(-c.window, c.window + 1)
+            example["audio_features"] = element["audio_features"][np.clip(frames_index, 0, length - 1)]
+        return example
+
+
+def _reference_index(length: int, window: np.ndarray, gap: int, rng: np.random.Generator) -> int:
+    """A frame outside `window`, at least `gap` frames from it if any is; else the farthest one."""
+    distance = np.maximum(window[0] - np.arange(length), np.arange(length) - window[-1])
+    far = np.flatnonzero(distance >= gap)
+    return int(rng.choice(far)) if far.size else int(np.argmax(distance))
+
+
+def _decode(jpeg: bytes, size: int) -> np.ndarray:
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(jpeg)).convert("RGB")
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.BICUBIC)
+    return np.asarray(image)
+
+
+def _jpeg_size(jpeg: bytes) -> int:
+    from PIL import Image
+
+    return Image.open(io.BytesIO(jpeg)).size[0]
+
+
+def face_mask(boxes: np.ndarray, size: int) -> np.ndarray:
+    """[F, 4] boxes (x0, y0, x1, y1 pixels) -> [size, size, 1] uint8: 1 inside their union (pixel centres)."""
+    centres = np.arange(size) + 0.5
+    inside_x = (centres[None, :] >= boxes[:, :1]) & (centres[None, :] < boxes[:, 2:3])  # [F, S]
+    inside_y = (centres[None, :] >= boxes[:, 1:2]) & (centres[None, :] < boxes[:, 3:4])
+    return (inside_y[:, :, None] & inside_x[:, None, :]).any(0)[..., None].astype(np.uint8)
+
+
+def _audio_window(audio: np.ndarray, fps: float, start: int, num_frames: int, m: int) -> np.ndarray:
+    """Samples of frames start - m .. start + num_frames + m (zeros beyond the record)."""
+    first = round((start - m) * SAMPLE_RATE / fps)
+    length = round((num_frames + 2 * m) * SAMPLE_RATE / fps)
+    out = np.zeros(length, np.float32)
+    lo, hi = max(first, 0), min(first + length, len(audio))
+    if hi > lo:
+        out[lo - first : hi - first] = audio[lo:hi]
+    return out
+
+
+def data_source(data_dir: str, config_name: str = "samples", split: str = "train"):
+    """The built `EmoClips` dataset as a random-access grain source (`tfds.data_source`)."""
+    import tensorflow_datasets as tfds
+
+    from emo_jax.data.tfds_builder import EmoClips
+
+    if not EmoClips(data_dir=data_dir, config=config_name).is_prepared():
+        raise FileNotFoundError(f"{data_dir}: no emo_clips/{config_name} dataset built there (emo-jax build-dataset)")
+    return tfds.data_source(f"emo_clips/{config_name}", data_dir=data_dir, split=split, download=False)
+
+
+def make_loader(source, config: PipelineConfig, *, shard_options=None, num_epochs: int | None = None):
+    """A `grain.DataLoader` over `source` (any random-access source of clip records).
+
+    shard_options: default `ShardByJaxProcess` (each host reads its share); num_epochs None: forever."""
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():  # grain's worker processes read absl flags
+        flags.FLAGS.mark_as_parsed()
+    sampler = grain.samplers.IndexSampler(
+        num_records=len(source),
+        shard_options=shard_options or grain.sharding.ShardByJaxProcess(drop_remainder=True),
+        shuffle=True,
+        num_epochs=num_epochs,
+        seed=config.seed,
+    )
+    return grain.DataLoader(
+        data_source=source,
+        sampler=sampler,
+        operations=[SampleClip(config), grain.transforms.Batch(config.batch_size, drop_remainder=True)],
+        worker_count=config.worker_count,
+        worker_buffer_size=config.worker_buffer_size,
+    )

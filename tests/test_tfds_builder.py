@@ -1,0 +1,73 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from emo_jax.audio.features import LogMelFeatures, frame_features
+from emo_jax.data.preprocess import load_processed
+from emo_jax.data.tfds_builder import EmoClips, build_dataset
+
+
+def _examples(data_dir, config="samples"):
+    source = EmoClips(data_dir=str(data_dir), config=config).as_data_source(split="train")
+    return {f"{e['video_id'].decode()}/{e['clip_start']:06d}": e for e in (source[i] for i in range(len(source)))}
+
+
+def test_each_clip_is_an_example_with_the_preprocessed_data(preprocessed, dataset_dir):
+    _, out, report = preprocessed
+    examples = _examples(dataset_dir)
+    assert len(examples) == report["clips"] == 4
+    video = load_processed(out / "videos" / "talk_b.npz")
+    example = examples["talk_b/000000"]
+    assert list(example["frames"]) == video["jpeg"]  # the JPEG bytes, untouched
+    np.testing.assert_array_equal(example["boxes"], video["boxes"])
+    np.testing.assert_array_equal(example["speed"], video["speed"])
+    np.testing.assert_array_equal(example["audio"], video["audio"][: 75 * 640])
+    assert example["fps"] == 25.0
+
+
+def test_beam_build_on_the_direct_runner_gives_the_same_examples(preprocessed, dataset_dir, tmp_path):
+    import apache_beam as beam
+
+    build_dataset(preprocessed[1], tmp_path, config="samples", beam=beam.runners.DirectRunner())
+    plain, beamed = _examples(dataset_dir), _examples(tmp_path)
+    assert plain.keys() == beamed.keys()
+    for key in plain:
+        assert list(plain[key]["frames"]) == list(beamed[key]["frames"])
+        np.testing.assert_array_equal(plain[key]["audio"], beamed[key]["audio"])
+
+
+def test_logmel_config_stores_per_frame_features_of_the_whole_video(preprocessed, tmp_path):
+    _, out, _ = preprocessed
+    build_dataset(out, tmp_path, config="logmel")
+    example = _examples(tmp_path, "logmel")["talk_c/000000"]
+    video = load_processed(out / "videos" / "talk_c.npz")
+    expected = frame_features(video["audio"], 25.0, 75, encoder=LogMelFeatures(80), m=0)[:, 0]
+    assert example["audio_features"].shape == (75, 1, 80)
+    np.testing.assert_allclose(example["audio_features"], expected, rtol=1e-6)
+
+
+def test_builds_and_reads_without_loading_tensorflow(preprocessed, tmp_path):
+    code = (
+        "import sys\n"
+        "from emo_jax.data.tfds_builder import build_dataset\n"
+        f"b = build_dataset({str(preprocessed[1])!r}, {str(tmp_path)!r})\n"
+        "source = b.as_data_source(split='train')\n"
+        "print(len(source), len(source[0]['frames']), 'tensorflow' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-3:] == ["4", "75", "False"]
+
+
+def test_missing_preprocessed_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no preprocessed videos"):
+        build_dataset(tmp_path, tmp_path / "data")
+
+
+def test_cli_builds_the_dataset(preprocessed, tmp_path, capsys):
+    from emo_jax.cli import main
+
+    main(["build-dataset", "--preprocessed", str(preprocessed[1]), "--data-dir", str(tmp_path)])
+    assert "emo_clips/samples: 4 clips in 1 shards at" in capsys.readouterr().out
