@@ -1,15 +1,17 @@
-"""Benchmarks: `python -m emo_jax.bench {unet,audio} [options]`.
+"""Benchmarks: `python -m emo_jax.bench {unet,audio,data} [options]`.
 
 unet: the jitted Flax UNet forward against diffusers' PyTorch forward;
 audio: wav2vec2 (base size, random weights) on speech-like audio against transformers' PyTorch model.
 Same config, weights and inputs on both sides, on this machine: warm-up calls, then the median of `--repeats`
 timed calls. PyTorch is timed only when torch, diffusers and transformers are installed (the `test` extra).
+data: preprocessing (videos per minute) and the grain pipeline (clips per second) on a corpus it writes first.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import itertools
 import os
 import statistics
 import time
@@ -174,6 +176,59 @@ def bench_audio(args: argparse.Namespace) -> None:
         )
 
 
+def bench_data(args: argparse.Namespace) -> None:
+    import tempfile
+    from pathlib import Path
+
+    import skimage.data
+
+    from emo_jax.data.pipeline import PipelineConfig, data_source, make_loader
+    from emo_jax.data.preprocess import PreprocessConfig, preprocess_folder
+    from emo_jax.data.synthetic import make_video, speech_audio, warped_photo_video, write_video
+    from emo_jax.data.tfds_builder import build_dataset
+    from emo_jax.data.video import write_mp4
+
+    root = Path(args.workdir or tempfile.mkdtemp(prefix="emo_bench_data_"))
+    print(
+        f"corpus in {root}: {args.videos} synthetic talking faces (sidecar truth) and {args.videos} moving astronaut "
+        f"photos (OpenCV detector), {args.seconds:g} s at 25 fps, {args.source_size}px sources; {os.cpu_count()} CPU "
+        f"cores, {args.workers} workers"
+    )
+    for i in range(args.videos):
+        write_video(make_video(i, i, seconds=args.seconds, size=args.source_size), root / "sidecar", f"synth_{i:03d}")
+        frames, _ = warped_photo_video(skimage.data.astronaut(), seconds=args.seconds, size=args.source_size, seed=i)
+        write_mp4(root / "detector" / f"photo_{i:03d}.mp4", frames, 25.0, speech_audio(args.seconds, seed=i)[0])
+
+    config = PreprocessConfig(size=args.size)
+    for kind in ("sidecar", "detector"):
+        start = time.perf_counter()
+        report = preprocess_folder(root / kind, root / f"out_{args.size}", config, workers=args.workers, progress=False)
+        seconds = time.perf_counter() - start
+        print(
+            f"preprocess ({kind:>8}) -> {args.size}px: {args.videos} videos in {seconds:.1f} s = "
+            f"{args.videos / seconds * 60:.1f} videos/min ({args.videos * args.seconds / seconds:.2f} s of video per s)"
+        )
+    assert report["done"] == 2 * args.videos, report["skipped_videos"]
+    build_dataset(root / f"out_{args.size}", root / f"tfds_{args.size}")
+    source = data_source(str(root / f"tfds_{args.size}"))
+    for (frames, motion), workers in itertools.product(((12, 4), (1, 0)), sorted({0, args.workers})):
+        pipeline = PipelineConfig(
+            num_frames=frames, num_motion_frames=motion, size=args.size, batch_size=args.batch, worker_count=workers
+        )
+        iterator = iter(make_loader(source, pipeline))
+        for _ in range(args.warmup):
+            next(iterator)
+        start = time.perf_counter()
+        for _ in range(args.batches):
+            next(iterator)
+        clips = args.batches * args.batch / (time.perf_counter() - start)
+        print(
+            f"pipeline {frames}+{motion} frames at {args.size}px, batch {args.batch}, {workers} workers: "
+            f"{clips:.1f} clips/s ({clips * (frames + motion + 1):.0f} decoded JPEG frames/s)"
+        )
+        del iterator  # stop its worker processes now
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m emo_jax.bench", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="bench", required=True)
@@ -197,6 +252,18 @@ def build_parser() -> argparse.ArgumentParser:
     audio.add_argument("--warmup", type=int, default=1)
     audio.add_argument("--repeats", type=int, default=5)
     audio.set_defaults(func=bench_audio)
+
+    data = sub.add_parser("data", help="preprocessing and grain pipeline throughput")
+    data.add_argument("--size", type=int, default=256, help="output frame size (256 or 512)")
+    data.add_argument("--source-size", type=int, default=512, help="frame size of the corpus videos")
+    data.add_argument("--videos", type=int, default=4, help="videos of each kind")
+    data.add_argument("--seconds", type=float, default=6.0, help="length of each video")
+    data.add_argument("--workers", type=int, default=2, help="preprocessing and grain worker processes")
+    data.add_argument("--batch", type=int, default=4)
+    data.add_argument("--warmup", type=int, default=5, help="batches before timing")
+    data.add_argument("--batches", type=int, default=60, help="batches timed")
+    data.add_argument("--workdir", help="folder for the corpus (default: a new temporary folder)")
+    data.set_defaults(func=bench_data)
     return parser
 
 

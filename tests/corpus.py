@@ -18,6 +18,7 @@ BROKEN = {
     "not_a_video": "unreadable",
     "silent_film": "no audio",
     "no_face": "no face",
+    "two_faces": "several faces",
     "cut": "scene cut",
     "short": "too short",
 }
@@ -38,6 +39,9 @@ def build_corpus(root: Path, size: int = 128, seconds: float = 3.0) -> Path:
     write_mp4(videos / "silent_film.mp4", make_video(3, 3, seconds=seconds, size=size).frames, 25.0)
     scenery, _ = warped_photo_video(skimage.data.coffee(), seconds=seconds, size=size, seed=1)
     write_mp4(videos / "no_face.mp4", scenery, 25.0, audio[: len(audio) // 2 * 2])
+    pair = np.concatenate([skimage.data.astronaut(), skimage.data.astronaut()[:, ::-1]], axis=1)[::2, ::2]
+    pair_frames, _ = warped_photo_video(np.pad(pair, ((128, 128), (0, 0), (0, 0))), seconds=seconds, size=320)
+    write_mp4(videos / "two_faces.mp4", pair_frames, 25.0, audio)
     first, second = make_video(4, 4, seconds=seconds / 2, size=size), make_video(5, 5, seconds=seconds / 2, size=size)
     cut = np.concatenate([first.frames, second.frames])
     write_mp4(videos / "cut.mp4", cut, 25.0, np.concatenate([first.audio, second.audio]))

@@ -12,7 +12,7 @@ Batch (B = batch_size, n = num_frames, f = num_motion_frames, S = size, m = wind
   speed [B, n] float32                head rotation, degrees/frame (the model buckets it: `SpeedEncoder`)
   audio [B, (n + 2m) * 16000 / fps] float32   the clip's audio with m frames each side (zeros past the record),
     or, for datasets with precomputed features, audio_features [B, n, 2m + 1, L, D] (edges repeated)
-Stage 1 is n = 1, f = 0: single frames.
+Stage 1 is n = 1, f = 0: single frames, and no motion_frames.
 """
 
 from __future__ import annotations
@@ -37,6 +37,9 @@ class PipelineConfig:
     seed: int = 0
     worker_count: int = 2  # processes running SampleClip; 0: in this process
     worker_buffer_size: int = 2  # batches each worker prepares ahead
+    # Records are whole clips (MBs of JPEGs), not grain's default 1-10 KiB: a few reader threads, a short buffer.
+    read_threads: int = 2
+    read_buffer: int = 8
 
 
 class SampleClip(grain.transforms.RandomMap):
@@ -62,13 +65,12 @@ class SampleClip(grain.transforms.RandomMap):
         scale = c.size / _jpeg_size(element["frames"][start])
         example = {
             "frames": frames,
-            "motion_frames": np.stack([decode(i) for i in window[: c.num_motion_frames]])
-            if c.num_motion_frames
-            else np.zeros((0, c.size, c.size, 3), np.uint8),
             "reference": decode(reference),
             "face_mask": face_mask(element["boxes"][start : start + c.num_frames] * scale, c.size),
             "speed": element["speed"][start : start + c.num_frames].astype(np.float32),
         }
+        if c.num_motion_frames:  # no empty arrays: grain's shared-memory batches cannot hold them
+            example["motion_frames"] = np.stack([decode(i) for i in window[: c.num_motion_frames]])
         if "audio" in element:
             example["audio"] = _audio_window(element["audio"], float(element["fps"]), start, c.num_frames, c.window)
         else:
@@ -150,4 +152,5 @@ def make_loader(source, config: PipelineConfig, *, shard_options=None, num_epoch
         operations=[SampleClip(config), grain.transforms.Batch(config.batch_size, drop_remainder=True)],
         worker_count=config.worker_count,
         worker_buffer_size=config.worker_buffer_size,
+        read_options=grain.ReadOptions(num_threads=config.read_threads, prefetch_buffer_size=config.read_buffer),
     )
