@@ -121,3 +121,24 @@ def test_shards_split_the_records(dataset_dir):
 def test_unbuilt_dataset_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no emo_clips/samples dataset built there"):
         data_source(str(tmp_path))
+
+
+def test_iterator_state_goes_into_an_orbax_checkpoint(dataset_dir, tmp_path):
+    """The trainer keeps the data position beside the weights: grain's Orbax handler saves and restores it."""
+    import orbax.checkpoint as ocp
+
+    source = data_source(str(dataset_dir))
+    config = PipelineConfig(num_frames=12, num_motion_frames=4, size=32, batch_size=2, worker_count=0)
+    iterator = iter(make_loader(source, config))
+    next(iterator)
+    handlers = {"data": grain.checkpoint.CheckpointHandler()}
+    with ocp.CheckpointManager(tmp_path / "checkpoints", item_handlers=handlers) as manager:
+        manager.save(1, args=ocp.args.Composite(data=grain.checkpoint.CheckpointSave(iterator)))
+    expected = next(iterator)
+
+    resumed = iter(make_loader(source, config))
+    with ocp.CheckpointManager(tmp_path / "checkpoints", item_handlers=handlers) as manager:
+        manager.restore(1, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(resumed)))
+    batch = next(resumed)
+    for key in expected:
+        np.testing.assert_array_equal(batch[key], expected[key])

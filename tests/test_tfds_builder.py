@@ -71,3 +71,29 @@ def test_cli_builds_the_dataset(preprocessed, tmp_path, capsys):
 
     main(["build-dataset", "--preprocessed", str(preprocessed[1]), "--data-dir", str(tmp_path)])
     assert "emo_clips/samples: 4 clips in 1 shards at" in capsys.readouterr().out
+
+
+def test_wav2vec2_config_stores_features_of_a_local_model(preprocessed, tmp_path):
+    from peers import require
+
+    transformers = require("transformers")
+    from emo_jax.audio.features import Wav2Vec2Features
+    from emo_jax.convert.wav2vec2 import from_hf_wav2vec2_folder
+    from emo_jax.data.pipeline import data_source
+    from emo_jax.data.tfds_builder import EmoClipsConfig
+
+    folder = tmp_path / "wav2vec2"
+    hf_config = transformers.Wav2Vec2Config(
+        hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, conv_dim=(16,) * 7,
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+    )  # fmt: skip
+    transformers.Wav2Vec2Model(hf_config).save_pretrained(folder)
+    config = EmoClipsConfig(name="wav2vec2_tiny", audio="wav2vec2", wav2vec2_path=str(folder), layers="all")
+    build_dataset(preprocessed[1], tmp_path / "data", config=config)
+    source = data_source(str(tmp_path / "data"), config)
+    example = next(source[i] for i in range(len(source)) if source[i]["video_id"] == b"talk_a")
+    video = load_processed(preprocessed[1] / "videos" / "talk_a.npz")
+    encoder = Wav2Vec2Features(from_hf_wav2vec2_folder(folder), layers="all")
+    expected = frame_features(video["audio"], 25.0, 75, encoder=encoder, m=0)[:, 0]
+    assert example["audio_features"].shape == (75, 2, 16)  # frames, layers, hidden size
+    np.testing.assert_allclose(example["audio_features"], expected, rtol=1e-5, atol=1e-6)

@@ -1,1 +1,1 @@
-"""Data: the synthetic talking-face corpus (later: preprocessing, TFDS dataset, grain pipeline)."""
+"""Data: video preprocessing, the synthetic talking-face corpus, the TFDS dataset and the grain pipeline."""

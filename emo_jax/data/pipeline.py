@@ -1,6 +1,6 @@
 """The grain input pipeline: TFDS clips -> training batches.
 
-`tfds.data_source` -> seeded shuffle -> per-host shard (`ShardByJaxProcess`) -> `SampleClip` (decode, pick the
+TFDS data source -> seeded shuffle -> per-host shard (`ShardByJaxProcess`) -> `SampleClip` (decode, pick the
 clip, its motion frames and a reference frame, face mask, audio window) -> batch -> prefetch in worker processes.
 The iterator's state (`get_state` / `set_state`) resumes mid-epoch at the same batch.
 
@@ -120,15 +120,16 @@ def _audio_window(audio: np.ndarray, fps: float, start: int, num_frames: int, m:
     return out
 
 
-def data_source(data_dir: str, config_name: str = "samples", split: str = "train"):
-    """The built `EmoClips` dataset as a random-access grain source (`tfds.data_source`)."""
-    import tensorflow_datasets as tfds
-
+def data_source(data_dir: str, config="samples", split: str = "train"):
+    """The built `EmoClips` dataset (config: a name or an `EmoClipsConfig`) as a random-access grain source:
+    what `tfds.data_source` returns, through the builder so that custom configs (wav2vec2 features) work too."""
     from emo_jax.data.tfds_builder import EmoClips
 
-    if not EmoClips(data_dir=data_dir, config=config_name).is_prepared():
-        raise FileNotFoundError(f"{data_dir}: no emo_clips/{config_name} dataset built there (emo-jax build-dataset)")
-    return tfds.data_source(f"emo_clips/{config_name}", data_dir=data_dir, split=split, download=False)
+    builder = EmoClips(data_dir=str(data_dir), config=config)
+    if not builder.is_prepared():
+        name = getattr(config, "name", config)
+        raise FileNotFoundError(f"{data_dir}: no emo_clips/{name} dataset built there (emo-jax build-dataset)")
+    return builder.as_data_source(split=split)
 
 
 def make_loader(source, config: PipelineConfig, *, shard_options=None, num_epochs: int | None = None):
