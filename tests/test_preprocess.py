@@ -36,7 +36,6 @@ def test_a_real_detector_follows_the_astronaut(preprocessed):
     x0, y0, x1, y1 = video["boxes"].T  # crop pixels at 128 px: the face fills part of the crop, inside it
     assert (x0 > 0).all() and (y0 > 0).all() and (x1 < 128).all() and (y1 < 128).all()
     assert 0.3 < np.median(x1 - x0) / 128 < 0.8
-    # The astronaut's face in the full photo (the cascade's box there) lands inside the detected box.
     frame = np.asarray(Image.open(io.BytesIO(video["jpeg"][0])))
     assert frame.shape == (128, 128, 3)
     assert len(video["audio"]) == 75 * 640

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from emo_jax.data.preprocess import load_processed
+from emo_jax.data.preprocess import load_processed, samples_per_frame_bounds
 
 _ENCODERS: dict = {}
 
@@ -92,7 +92,7 @@ def video_examples(path: str, config: dict):
     video = load_processed(path)
     video_id = Path(path).stem
     features = _audio_features(video, config) if config["audio"] != "samples" else None
-    bounds = np.round(np.arange(len(video["jpeg"]) + 1) * 16000 / float(video["fps"])).astype(np.int64)
+    bounds = samples_per_frame_bounds(len(video["jpeg"]), float(video["fps"]))
     for start, end in video["clips"]:
         example = {
             "frames": np.array(video["jpeg"][start:end], dtype=object),
