@@ -33,6 +33,10 @@ def test_a_real_detector_follows_the_astronaut(preprocessed):
     _, true_roll = warped_photo_video(skimage.data.astronaut(), seconds=3.0, size=320, seed=0)
     assert len(video["jpeg"]) == len(true_roll) == 75
     assert np.corrcoef(video["pose"][:, 2], true_roll)[0, 1] > 0.9
+    # Head speed: only roll turns the head here, so its speed is the truth; the estimate also carries the noise
+    # of yaw and pitch read from the eyes.
+    true_speed = faces.smooth(faces.rotation_speed(np.c_[np.zeros((75, 2)), true_roll])[:, None], 15)[:, 0]
+    assert np.corrcoef(video["speed"], true_speed)[0, 1] > 0.6
     x0, y0, x1, y1 = video["boxes"].T  # crop pixels at 128 px: the face fills part of the crop, inside it
     assert (x0 > 0).all() and (y0 > 0).all() and (x1 < 128).all() and (y1 < 128).all()
     assert 0.3 < np.median(x1 - x0) / 128 < 0.8
@@ -50,7 +54,7 @@ def test_synthetic_videos_keep_their_ground_truth(preprocessed):
     true_boxes = (np.asarray(truth["box"]) - [crop_x, crop_y, crop_x, crop_y]) * scale
     assert np.abs(video["boxes"] - faces.smooth(true_boxes, 5)).max() < 1e-3
     true_pose = np.stack([truth[k] for k in ("yaw", "pitch", "roll")], 1)
-    np.testing.assert_allclose(video["pose"], faces.smooth(true_pose, 5), atol=1e-4)
+    np.testing.assert_allclose(video["pose"], faces.smooth(true_pose, 15), atol=1e-4)
     assert np.corrcoef(video["speed"], truth["speed"])[0, 1] > 0.8
     rendered = make_video(0, 0, seconds=3.0, size=128).frames
     decoded = np.stack([np.asarray(Image.open(io.BytesIO(b))) for b in video["jpeg"]])

@@ -26,13 +26,20 @@ EYES_BELOW_CENTRE = -0.13  # the eye line's height in a frontal Haar face box, a
 class FaceTrack:
     """Per-frame faces of one video, in source pixels; NaN where nothing was found.
 
-    boxes: [T, 4] x0, y0, x1, y1 of the tracked face; pose: [T, 3] yaw, pitch, roll in degrees;
-    num_faces: [T] faces seen in the frame (the tracked one and any other of comparable size).
+    boxes: [T, 4] x0, y0, x1, y1 of the tracked face; num_faces: [T] faces seen in the frame (the tracked one
+    and any other of comparable size), -1 where the detector did not look (frames between detections);
+    eyes: [T, 2, 2] left and right eye centres (a detector's), or pose: [T, 3] yaw, pitch, roll in degrees
+    (ground truth).
     """
 
     boxes: np.ndarray
-    pose: np.ndarray
     num_faces: np.ndarray
+    eyes: np.ndarray | None = None
+    pose: np.ndarray | None = None
+
+    def __getitem__(self, frames: slice) -> FaceTrack:
+        part = lambda x: None if x is None else x[frames]
+        return FaceTrack(self.boxes[frames], self.num_faces[frames], part(self.eyes), part(self.pose))
 
 
 class OpenCVFaceDetector:
@@ -88,36 +95,49 @@ class OpenCVFaceDetector:
         return np.array([a, b], np.float32)
 
 
-def pose_from_eyes(box: np.ndarray, eyes: np.ndarray) -> np.ndarray:
-    """Weak-perspective head pose [yaw, pitch, roll] in degrees from a face box [4] and eye centres [2, 2]
-    (left, right in the image). Roll: the eye line's angle (clockwise on screen is positive, y points down)."""
-    (lx, ly), (rx, ry) = eyes
-    x0, y0, x1, y1 = box
+def pose_from_eyes(boxes: np.ndarray, eyes: np.ndarray) -> np.ndarray:
+    """Weak-perspective head pose [..., 3] yaw, pitch, roll in degrees from face boxes [..., 4] and eye centres
+    [..., 2, 2] (left, right in the image). Roll: the eye line's angle (clockwise on screen is positive, y
+    points down)."""
+    (lx, ly), (rx, ry) = np.moveaxis(eyes, (-2, -1), (0, 1))
+    x0, y0, x1, y1 = np.moveaxis(boxes, -1, 0)
     half_w, half_h = (x1 - x0) / 2, (y1 - y0) / 2
     mid_x, mid_y = (lx + rx) / 2, (ly + ry) / 2
     yaw = np.arcsin(np.clip((mid_x - (x0 + half_w)) / half_w, -1, 1))
     pitch = np.arcsin(np.clip((mid_y - (y0 + half_h) - EYES_BELOW_CENTRE * 2 * half_h) / half_h, -1, 1))
     roll = np.arctan2(ry - ly, rx - lx)
-    return np.degrees([yaw, pitch, roll]).astype(np.float32)
+    return np.degrees(np.stack([yaw, pitch, roll], -1)).astype(np.float32)
 
 
-def track_faces(detections: list[tuple[np.ndarray, np.ndarray | None]]) -> FaceTrack:
-    """Per-frame detections -> one face followed through the video: in each frame the face nearest to the one
-    followed so far (the most confident in the first frame with a face)."""
+def head_pose(track: FaceTrack, boxes: np.ndarray, window: int) -> np.ndarray:
+    """[T, 3] smoothed yaw, pitch, roll: the track's own pose, or the eyes' (gaps filled, smoothed) read
+    against `boxes` [T, 4], the already smoothed face boxes, so that box jitter does not reach the pose."""
+    if track.pose is not None:
+        return smooth(fill_gaps(track.pose), window)
+    eyes = smooth(fill_gaps(track.eyes.reshape(-1, 4)), window).reshape(-1, 2, 2)
+    return smooth(pose_from_eyes(boxes, eyes), window)
+
+
+def track_faces(detections: list[tuple[np.ndarray, np.ndarray | None] | None]) -> FaceTrack:
+    """Per-frame detections (None: frame not looked at) -> one face followed through the video: in each frame
+    the face nearest to the one followed so far (the most confident in the first frame with a face)."""
     num = len(detections)
-    boxes, pose = np.full((num, 4), np.nan, np.float32), np.full((num, 3), np.nan, np.float32)
-    counts = np.zeros(num, np.int32)
+    boxes, eyes = np.full((num, 4), np.nan, np.float32), np.full((num, 2, 2), np.nan, np.float32)
+    counts = np.full(num, -1, np.int32)
     previous = None
-    for t, (faces, eyes) in enumerate(detections):
+    for t, detection in enumerate(detections):
+        if detection is None:
+            continue
+        faces, found_eyes = detection
         counts[t] = len(faces)
         if not len(faces):
             continue
         centres = (faces[:, :2] + faces[:, 2:]) / 2
         index = 0 if previous is None else int(np.argmin(np.linalg.norm(centres - previous, axis=1)))
         boxes[t], previous = faces[index], centres[index]
-        if eyes is not None and index == 0:  # eyes belong to the first face
-            pose[t] = pose_from_eyes(faces[0], eyes)
-    return FaceTrack(boxes, pose, counts)
+        if found_eyes is not None and index == 0:  # eyes belong to the first face
+            eyes[t] = found_eyes
+    return FaceTrack(boxes, counts, eyes=eyes)
 
 
 def fill_gaps(values: np.ndarray) -> np.ndarray:
@@ -155,4 +175,4 @@ def sidecar_track(path: str | Path, fps: float, num_frames: int) -> FaceTrack:
     source = np.minimum(np.round(np.arange(num_frames) * sidecar["fps"] / fps).astype(int), len(truth["box"]) - 1)
     boxes = np.asarray(truth["box"], np.float32)[source]
     pose = np.stack([np.asarray(truth[k], np.float32)[source] for k in ("yaw", "pitch", "roll")], axis=1)
-    return FaceTrack(boxes, pose, np.ones(num_frames, np.int32))
+    return FaceTrack(boxes, np.ones(num_frames, np.int32), pose=pose)

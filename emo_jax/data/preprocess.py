@@ -42,8 +42,10 @@ class PreprocessConfig:
     min_face_fraction: float = 0.8  # frames that must show a face
     several_faces_fraction: float = 0.2  # frames with another face of comparable size that make it skip
     cut_threshold: float = 40.0  # mean absolute gray difference (0-255, 64x64) between frames that is a cut
-    smoothing: int = 5  # frames in the moving average of boxes and pose
+    smoothing: int = 5  # frames in the moving average of face boxes
+    pose_smoothing: int = 15  # frames in the moving averages of eye positions, pose and speed
     detect_size: int = 360  # the detection pass scales the longer side to this
+    detect_every: int = 2  # frames between face detections; boxes and pose are interpolated in between
     jpeg_quality: int = 95
     use_sidecar: bool = True  # a `<video>.json` with ground truth beside the video replaces the detector
 
@@ -139,10 +141,11 @@ def _detect(path: Path, config: PreprocessConfig, info: VideoInfo, detector) -> 
             raise SkipVideo("scene cut", f"at frame {t} ({t / config.fps:.2f} s)")
         previous = thumb
         if detector is not None:
-            detections.append(detector.detect(gray))
+            detections.append(detector.detect(gray) if t % config.detect_every == 0 else None)
     num_frames = t + 1 if previous is not None else 0
     track = faces.track_faces(detections) if detector is not None else None
-    if track is not None:
+    if track is not None:  # detection-size pixels -> source pixels
+        track.eyes *= np.array([info.width / size[0], info.height / size[1]], np.float32)
         track.boxes *= np.array([info.width / size[0], info.height / size[1]] * 2, np.float32)
     return track, num_frames
 
@@ -179,12 +182,12 @@ def preprocess_video(path: str | Path, config: PreprocessConfig, detector=None) 
         raise SkipVideo("too short", f"{num_frames} frames with audio at {config.fps:g} fps, need {config.min_frames}")
     if use_sidecar:
         track = faces.sidecar_track(sidecar, config.fps, num_frames)
-    track = faces.FaceTrack(track.boxes[:num_frames], track.pose[:num_frames], track.num_faces[:num_frames])
+    track = track[:num_frames]
     _check_faces(track, config)
 
     boxes = faces.smooth(faces.fill_gaps(track.boxes), config.smoothing)
-    pose = faces.smooth(faces.fill_gaps(track.pose), config.smoothing)
-    speed = faces.smooth(faces.rotation_speed(pose)[:, None], config.smoothing)[:, 0]
+    pose = faces.head_pose(track, boxes, config.pose_smoothing)
+    speed = faces.smooth(faces.rotation_speed(pose)[:, None], config.pose_smoothing)[:, 0]
     x, y, side = crop_square(boxes, config.margin, info.width, info.height)
     jpeg = []
     try:
@@ -212,12 +215,15 @@ def preprocess_video(path: str | Path, config: PreprocessConfig, detector=None) 
 
 
 def _check_faces(track: faces.FaceTrack, config: PreprocessConfig) -> None:
-    found = np.isfinite(track.boxes[:, 0]).mean()
+    looked = track.num_faces >= 0
+    found = (track.num_faces[looked] > 0).mean()
     if found < config.min_face_fraction:
-        raise SkipVideo("no face", f"a face in {found:.0%} of frames, need {config.min_face_fraction:.0%}")
-    several = (track.num_faces > 1).mean()
+        raise SkipVideo(
+            "no face", f"a face in {found:.0%} of the frames looked at, need {config.min_face_fraction:.0%}"
+        )
+    several = (track.num_faces[looked] > 1).mean()
     if several > config.several_faces_fraction:
-        raise SkipVideo("several faces", f"two or more faces in {several:.0%} of frames")
+        raise SkipVideo("several faces", f"two or more faces in {several:.0%} of the frames looked at")
 
 
 def _encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
