@@ -73,7 +73,6 @@ class ProcessedVideo:
     clips: np.ndarray
     crop: tuple[int, int, int]
     fps: float
-    source: str
 
     def save(self, path: Path) -> None:
         """One .npz (no pickles: the JPEGs are one byte array and its offsets), written atomically."""
@@ -210,7 +209,6 @@ def preprocess_video(path: str | Path, config: PreprocessConfig, detector=None) 
         clips=clip_ranges(num_frames, config.clip_frames, config.min_frames),
         crop=(x, y, side),
         fps=config.fps,
-        source=str(path),
     )
 
 
