@@ -120,3 +120,15 @@ def test_clips_and_crop():
         120,
     )  # side 70 + 2 * 0.5 * 50 around centre (135, 80)
     assert preprocess.crop_square(boxes, 10.0, 640, 480) == (0, 0, 480)  # as large as the frame, inside it
+
+
+def test_video_ids_follow_folders_and_stay_unique(tmp_path):
+    for name in ("a.mp4", "a.mov", "talks/b.mp4", "talks/notes.txt"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    found = preprocess.find_videos(tmp_path)
+    assert {name: str(path.relative_to(tmp_path)) for name, path in found.items()} == {
+        "a_mov": "a.mov",
+        "a_mp4": "a.mp4",
+        "talks__b": "talks/b.mp4",
+    }

@@ -232,23 +232,23 @@ def _encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
     return buffer.getvalue()
 
 
-def video_id(path: Path, root: Path) -> str:
-    """A file's id: its path under the videos folder without the suffix, '/' -> '__'."""
-    return str(path.relative_to(root).with_suffix("")).replace(os.sep, "__")
-
-
-def find_videos(root: str | Path) -> list[Path]:
-    """Video files under `root` (by suffix, any depth), sorted."""
+def find_videos(root: str | Path) -> dict[str, Path]:
+    """Video files under `root` (by suffix, any depth) by id: the path under `root` without the suffix, '/' ->
+    '__' (`talks/a.mp4` -> `talks__a`); files that would share an id keep their suffix (`a_mp4`, `a_mov`)."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"--videos {root}: no such folder")
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+    paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+    stems = [str(p.relative_to(root).with_suffix("")).replace(os.sep, "__") for p in paths]
+    return {
+        stem if stems.count(stem) == 1 else f"{stem}_{path.suffix[1:].lower()}": path
+        for stem, path in zip(stems, paths)
+    }
 
 
-def process_one(path: Path, root: Path, out: Path, config: PreprocessConfig) -> dict:
-    """Preprocesses one video into `out` and writes its status; the status dict is returned. Never raises for
-    a bad video: any failure becomes a skip with its reason."""
-    name = video_id(path, root)
+def process_one(path: Path, name: str, out: Path, config: PreprocessConfig) -> dict:
+    """Preprocesses one video into `out` under id `name` and writes its status; the status dict is returned.
+    Never raises for a bad video: any failure becomes a skip with its reason."""
     status: dict = {"video": str(path), "id": name}
     try:
         video = preprocess_video(path, config, detector=_worker_detector())
@@ -291,21 +291,21 @@ def preprocess_folder(
 
     root, out = Path(videos), Path(out)
     (out / "videos").mkdir(parents=True, exist_ok=True)
-    paths = find_videos(root)
-    todo = [p for p in paths if not (out / "status" / f"{video_id(p, root)}.json").is_file()]
-    log.info("%d videos under %s, %d already done", len(paths), root, len(paths) - len(todo))
+    videos = find_videos(root)
+    todo = {name: path for name, path in videos.items() if not (out / "status" / f"{name}.json").is_file()}
+    log.info("%d videos under %s, %d already done", len(videos), root, len(videos) - len(todo))
     bar = tqdm(total=len(todo), unit="video", desc="preprocessing", disable=not progress)
     if workers > 1 and len(todo) > 1:
         context = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
             for future in concurrent.futures.as_completed(
-                [pool.submit(process_one, p, root, out, config) for p in todo]
+                [pool.submit(process_one, path, name, out, config) for name, path in todo.items()]
             ):
                 future.result()  # process_one turns every bad video into a skip: what raises here is a real fault
                 bar.update()
     else:
-        for path in todo:
-            process_one(path, root, out, config)
+        for name, path in todo.items():
+            process_one(path, name, out, config)
             bar.update()
     bar.close()
     report = summarise(out, config)
