@@ -132,3 +132,19 @@ def test_video_ids_follow_folders_and_stay_unique(tmp_path):
         "a_mp4": "a.mp4",
         "talks__b": "talks/b.mp4",
     }
+
+
+def test_a_30_fps_video_comes_out_at_25_fps_with_its_truth_read_by_time(tmp_path):
+    from emo_jax.data.synthetic import write_video
+
+    video = make_video(8, 8, seconds=2.0, fps=30.0, size=96)
+    write_video(video, tmp_path, "thirty")
+    config = preprocess.PreprocessConfig(size=96, smoothing=1, pose_smoothing=1)
+    out = preprocess.preprocess_video(tmp_path / "thirty.mp4", config)
+    assert len(out.jpeg) == 50 and len(out.audio) == 50 * 640
+    source = np.round(np.arange(50) * 30 / 25).astype(int)  # the 30 fps frame nearest each 25 fps time
+    np.testing.assert_allclose(out.pose[:, 2], np.asarray(video.truth["roll"])[source], atol=1e-4)
+    decoded = np.stack([np.asarray(Image.open(io.BytesIO(b))) for b in out.jpeg])
+    errors = np.abs(decoded.astype(float)[:, None] - video.frames[None].astype(float)).mean(axis=(2, 3, 4))
+    nearest = errors.argmin(axis=1)  # neighbouring frames differ little, so allow a codec-noise miss or two
+    assert (np.abs(nearest - source) <= 1).all() and (nearest == source).mean() >= 0.9  # measured: all 50 equal
