@@ -112,27 +112,17 @@ def video_examples(path: str, config: dict):
 
 def _audio_features(video: dict, config: dict) -> np.ndarray:
     """[T, L, D] features at the video's frame rate over the whole video."""
+    import ml_collections
+
+    from emo_jax.audio import build_audio_encoder
     from emo_jax.audio.features import frame_features
 
     key = (config["audio"], config["n_mels"], config["wav2vec2_path"], config["layers"])
     if key not in _ENCODERS:  # one per worker process
-        _ENCODERS[key] = _build_encoder(config)
+        audio = dict(zip(("encoder", "n_mels", "wav2vec2_path", "layers"), key))
+        _ENCODERS[key] = build_audio_encoder(ml_collections.ConfigDict({"audio": audio}))
     num_frames = len(video["jpeg"])
     return frame_features(video["audio"], float(video["fps"]), num_frames, encoder=_ENCODERS[key], m=0)[:, 0]
-
-
-def _build_encoder(config: dict):
-    from emo_jax.audio.features import LogMelFeatures, Wav2Vec2Features
-
-    if config["audio"] == "logmel":
-        return LogMelFeatures(n_mels=config["n_mels"])
-    if config["audio"] == "wav2vec2":
-        if not config["wav2vec2_path"]:
-            raise ValueError("EmoClipsConfig(audio='wav2vec2') needs wav2vec2_path (a transformers Wav2Vec2 folder)")
-        from emo_jax.convert.wav2vec2 import from_hf_wav2vec2_folder
-
-        return Wav2Vec2Features(from_hf_wav2vec2_folder(config["wav2vec2_path"]), layers=config["layers"])
-    raise ValueError(f"EmoClipsConfig.audio: {config['audio']!r}, expected 'samples', 'logmel' or 'wav2vec2'")
 
 
 def build_dataset(
