@@ -56,10 +56,13 @@ def _resnets(
     )
 
 
-def _temporal(
-    motion_modules: nnx.List | None, i: int, x: jax.Array, num_frames: int | None, context: Context | None
-) -> jax.Array:
-    return motion_modules[i](x, num_frames, context) if motion_modules is not None else x
+def _attend(stage: nnx.Module, i: int, x: jax.Array, context: Context | None, num_frames: int | None) -> jax.Array:
+    """Layer i's spatial attention, then its temporal module, where the stage has them."""
+    if stage.attentions is not None:
+        x = stage.attentions[i](x, context)
+    if stage.motion_modules is not None:
+        x = stage.motion_modules[i](x, num_frames, context)
+    return x
 
 
 class DownBlock2D(nnx.Module):
@@ -111,9 +114,7 @@ class DownBlock2D(nnx.Module):
         skips = []
         for i, resnet in enumerate(self.resnets):
             x = resnet(x, temb)
-            if self.attentions is not None:
-                x = self.attentions[i](x, context)
-            x = _temporal(self.motion_modules, i, x, num_frames, context)
+            x = _attend(self, i, x, context, num_frames)
             skips.append(x)
         if self.downsamplers is not None:
             x = self.downsamplers[0](x)
@@ -163,9 +164,7 @@ class MidBlock2D(nnx.Module):
     ) -> jax.Array:
         x = self.resnets[0](x, temb)
         for i, resnet in enumerate(self.resnets[1:]):
-            if self.attentions is not None:
-                x = self.attentions[i](x, context)
-            x = _temporal(self.motion_modules, i, x, num_frames, context)
+            x = _attend(self, i, x, context, num_frames)
             x = resnet(x, temb)
         return x
 
@@ -230,9 +229,7 @@ class UpBlock2D(nnx.Module):
             if self.uses_skips:
                 x = jnp.concatenate([x, skips.pop()], axis=-1)
             x = resnet(x, temb)
-            if self.attentions is not None:
-                x = self.attentions[i](x, context)
-            x = _temporal(self.motion_modules, i, x, num_frames, context)
+            x = _attend(self, i, x, context, num_frames)
         if self.upsamplers is not None:
             x = self.upsamplers[0](x, upsample_size)
         return x
