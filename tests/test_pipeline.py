@@ -6,23 +6,14 @@ import pytest
 from PIL import Image
 
 from emo_jax.data.pipeline import PipelineConfig, SampleClip, data_source, face_mask, make_loader
-from emo_jax.data.preprocess import load_processed
 
 VIDEO = PipelineConfig(num_frames=12, num_motion_frames=4, size=64, batch_size=2, worker_count=0)
 
 
-def _record(out, name):
-    """A clip record as the TFDS source gives it, from the preprocessed video (one clip of 75 frames)."""
-    video = load_processed(out / "videos" / f"{name}.npz")
-    return {
-        "frames": np.array(video["jpeg"], dtype=object),
-        "boxes": video["boxes"],
-        "speed": video["speed"],
-        "audio": video["audio"],
-        "fps": np.float32(25.0),
-        "video_id": name.encode(),
-        "clip_start": 0,
-    }
+def _record(dataset_dir, name):
+    """The video's clip record (its one clip of 75 frames) as the TFDS source gives it."""
+    source = data_source(str(dataset_dir))
+    return next(record for record in (source[i] for i in range(len(source))) if record["video_id"] == name.encode())
 
 
 def _decoded(record, size):
@@ -32,8 +23,8 @@ def _decoded(record, size):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_sample_clip_takes_a_clip_its_motion_frames_and_a_distant_reference(preprocessed, seed):
-    record = _record(preprocessed[1], "talk_a")
+def test_sample_clip_takes_a_clip_its_motion_frames_and_a_distant_reference(dataset_dir, seed):
+    record = _record(dataset_dir, "talk_a")
     example = SampleClip(VIDEO).random_map(record, np.random.default_rng(seed))
     frames = _decoded(record, 64)
     matches = [s for s in range(4, 64) if np.array_equal(frames[s : s + 12], example["frames"])]
@@ -58,16 +49,16 @@ def test_face_mask_is_the_union_of_boxes():
     np.testing.assert_array_equal(mask, expected)
 
 
-def test_stage_one_yields_single_frames(preprocessed):
-    record = _record(preprocessed[1], "talk_b")
+def test_stage_one_yields_single_frames(dataset_dir):
+    record = _record(dataset_dir, "talk_b")
     config = PipelineConfig(num_frames=1, num_motion_frames=0, size=32, batch_size=1)
     example = SampleClip(config).random_map(record, np.random.default_rng(0))
     assert example["frames"].shape == (1, 32, 32, 3) and "motion_frames" not in example
     assert example["audio"].shape == (5 * 640,) and example["speed"].shape == (1,)
 
 
-def test_a_record_too_short_for_the_clip_is_a_clear_error(preprocessed):
-    record = _record(preprocessed[1], "talk_b")
+def test_a_record_too_short_for_the_clip_is_a_clear_error(dataset_dir):
+    record = _record(dataset_dir, "talk_b")
     record["frames"] = record["frames"][:16]
     with pytest.raises(ValueError, match="'talk_b'.*16 frames, the pipeline needs 17"):
         SampleClip(VIDEO).random_map(record, np.random.default_rng(0))
