@@ -1,1 +1,1 @@
-"""Diffusion math as pure functions: noise schedules (later: training loss, DDIM sampler, guidance)."""
+"""Diffusion math as pure functions: noise schedules, the training objective (later: samplers, guidance)."""

@@ -1,0 +1,58 @@
+"""The denoising objective: noise with an offset, the target per prediction type, min-SNR-gamma weights.
+
+Pure functions over arrays [B, ...] (video latents [B, F, h, w, C]); the trainer draws the randomness.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from emo_jax.diffusion import schedules
+
+
+def offset_noise(key: jax.Array, shape: tuple[int, ...], offset: float) -> jax.Array:
+    """Gaussian noise [B, ..., C] plus `offset` x one Gaussian per sample and channel, shared by every frame and
+    pixel (Guttenberg's offset noise; peers use 0.05), so the model learns to shift overall brightness."""
+    k_noise, k_offset = jax.random.split(key)
+    noise = jax.random.normal(k_noise, shape, jnp.float32)
+    if offset:
+        per_channel = (shape[0],) + (1,) * (len(shape) - 2) + (shape[-1],)
+        noise = noise + offset * jax.random.normal(k_offset, per_channel, jnp.float32)
+    return noise
+
+
+def min_snr_weight(snr: jax.Array, gamma: float | None, prediction_type: str) -> jax.Array:
+    """Per-sample loss weight of min-SNR-gamma (Hang et al. 2023) for a loss on the model's own target:
+    epsilon: min(snr, gamma) / snr; v: min(snr, gamma) / (snr + 1). gamma None: 1. A zero SNR (the last step of
+    a zero-terminal-SNR schedule) gets weight 0 for epsilon, where x_t is pure noise and eps is trivial. [B] -> [B]."""
+    if gamma is None:
+        return jnp.ones_like(snr)
+    clipped = jnp.minimum(snr, gamma)
+    if prediction_type == "epsilon":
+        return jnp.where(snr > 0, clipped / jnp.where(snr > 0, snr, 1.0), 0.0)
+    if prediction_type == "v_prediction":
+        return clipped / (snr + 1.0)
+    raise ValueError(f"prediction_type must be one of {schedules.PREDICTION_TYPES}, got {prediction_type!r}")
+
+
+def per_sample_mse(prediction: jax.Array, target: jax.Array) -> jax.Array:
+    """Mean squared error per sample, in fp32. [B, ...] x2 -> [B]."""
+    err = (prediction.astype(jnp.float32) - target.astype(jnp.float32)) ** 2
+    return err.reshape(err.shape[0], -1).mean(axis=1)
+
+
+def denoising_loss(
+    prediction: jax.Array,
+    x0: jax.Array,
+    noise: jax.Array,
+    timesteps: jax.Array,
+    abar: jax.Array,
+    *,
+    prediction_type: str,
+    snr_gamma: float | None,
+) -> tuple[jax.Array, jax.Array]:
+    """-> (scalar loss: weighted mean over samples, unweighted per-sample MSE [B] for logging)."""
+    mse = per_sample_mse(prediction, schedules.target(prediction_type, x0, noise, timesteps, abar))
+    weight = min_snr_weight(schedules.snr(abar, timesteps), snr_gamma, prediction_type)
+    return jnp.mean(weight * mse), mse

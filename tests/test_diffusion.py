@@ -1,0 +1,82 @@
+"""The training objective's pieces: schedules, noising, v targets, min-SNR weights (diffusers as the peer)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from peers import require
+
+from emo_jax.diffusion import loss, schedules
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize(
+    "schedule, zero_snr", [("scaled_linear", False), ("linear", False), ("scaled_linear", True)]
+)
+def test_schedule_noising_and_velocity_match_diffusers(schedule, zero_snr):
+    torch = require("torch")
+    from diffusers import DDPMScheduler
+
+    peer = DDPMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule=schedule, rescale_betas_zero_snr=zero_snr
+    )
+    abar = schedules.alphas_cumprod(beta_schedule=schedule, rescale_betas_zero_snr=zero_snr)
+    np.testing.assert_allclose(abar, peer.alphas_cumprod.numpy(), rtol=1e-5, atol=1e-7)
+    if zero_snr:
+        assert abar[-1] == 0 and abs(abar[0] - schedules.alphas_cumprod()[0]) < 1e-7
+
+    rng = np.random.default_rng(0)
+    x0, noise = rng.standard_normal((2, 3, 2, 8, 8, 4), dtype=np.float32)
+    t = np.array([10, 999, 500])
+    args = torch.from_numpy(x0), torch.from_numpy(noise), torch.from_numpy(t)
+    ours = jnp.asarray(x0), jnp.asarray(noise), jnp.asarray(t), abar
+    np.testing.assert_allclose(schedules.add_noise(*ours), peer.add_noise(*args).numpy(), atol=1e-6)
+    np.testing.assert_allclose(schedules.velocity(*ours), peer.get_velocity(*args).numpy(), atol=1e-6)
+
+
+def test_x0_is_recovered_from_each_prediction_type():
+    abar = schedules.alphas_cumprod(rescale_betas_zero_snr=True)
+    rng = np.random.default_rng(1)
+    x0, noise = (jnp.asarray(a) for a in rng.standard_normal((2, 2, 4, 4, 4), dtype=np.float32))
+    t = jnp.array([3, 998])  # 998: abar ~ 1e-5, still invertible from eps
+    x_t = schedules.add_noise(x0, noise, t, abar)
+    for kind in schedules.PREDICTION_TYPES:
+        exact = schedules.target(kind, x0, noise, t, abar)
+        np.testing.assert_allclose(schedules.predict_x0(kind, exact, x_t, t, abar), x0, atol=2e-3)
+    # At zero terminal SNR only v still says what x0 is.
+    t_last = jnp.array([999, 999])
+    x_last = schedules.add_noise(x0, noise, t_last, abar)
+    v = schedules.target("v_prediction", x0, noise, t_last, abar)
+    np.testing.assert_allclose(schedules.predict_x0("v_prediction", v, x_last, t_last, abar), x0, atol=1e-5)
+
+
+def test_min_snr_weights_follow_the_paper_formula():
+    snr = jnp.array([0.0, 0.5, 5.0, 50.0])
+    np.testing.assert_allclose(loss.min_snr_weight(snr, 5.0, "epsilon"), [0.0, 1.0, 1.0, 0.1], rtol=1e-6)
+    np.testing.assert_allclose(
+        loss.min_snr_weight(snr, 5.0, "v_prediction"), [0.0, 0.5 / 1.5, 5 / 6, 5 / 51], rtol=1e-6
+    )
+    np.testing.assert_array_equal(loss.min_snr_weight(snr, None, "epsilon"), np.ones(4))
+
+
+def test_offset_noise_shifts_each_sample_and_channel_as_one():
+    key = jax.random.key(0)
+    plain = loss.offset_noise(key, (4, 3, 8, 8, 4), 0.0)
+    shifted = loss.offset_noise(key, (4, 3, 8, 8, 4), 0.5)
+    delta = np.asarray(shifted - plain)
+    assert np.abs(delta).max() > 0.05
+    np.testing.assert_allclose(delta, np.broadcast_to(delta[:, :1, :1, :1], delta.shape), atol=1e-6)
+    assert not np.allclose(delta[0, 0, 0, 0], delta[1, 0, 0, 0])  # samples and channels differ
+
+
+def test_denoising_loss_is_the_weighted_mse_of_the_right_target():
+    abar = schedules.alphas_cumprod()
+    rng = np.random.default_rng(2)
+    x0, noise, pred = (jnp.asarray(a) for a in rng.standard_normal((3, 2, 2, 4, 4, 4), dtype=np.float32))
+    t = jnp.array([100, 800])
+    total, mse = loss.denoising_loss(pred, x0, noise, t, abar, prediction_type="v_prediction", snr_gamma=5.0)
+    v = schedules.velocity(x0, noise, t, abar)
+    expected_mse = np.mean((np.asarray(pred) - np.asarray(v)) ** 2, axis=(1, 2, 3, 4))
+    np.testing.assert_allclose(mse, expected_mse, rtol=1e-5)
+    weights = loss.min_snr_weight(schedules.snr(abar, t), 5.0, "v_prediction")
+    np.testing.assert_allclose(total, np.mean(weights * expected_mse), rtol=1e-5)
