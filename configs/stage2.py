@@ -1,11 +1,26 @@
-"""EMO stage 2, video: temporal and audio layers train on 4 motion + 12 frame clips (batch 4).
+"""EMO stage 2, video: temporal and audio layers learn on 4 motion + 12 frame clips (paper, section 3.3).
 
-SD1.5 size by default, `:tiny` for the CPU size. `emo-jax info --config configs/stage2.py` prints the parameter
-counts of this model (built abstractly: no weights allocated).
+Starts from a stage-1 run (`init.checkpoint`) with the temporal modules from an AnimateDiff motion adapter
+(`init.motion_adapter`); audio layers start fresh. Batch 4, learning rate 1e-5. `:tiny`: CPU size.
+
+    emo-jax train --config configs/stage2.py --config.init.checkpoint=runs/stage1 \\
+        --config.init.motion_adapter=mm_sd_v15_v2.ckpt --config.vae.checkpoint=converted/sd15/vae \\
+        --config.data.data_dir=tfds --config.data.report=prep/report.json --workdir runs/stage2
 """
 
-from emo_jax.config import emo_stage_config
+import emo_base
 
 
 def get_config(arg=None):
-    return emo_stage_config(2, size=arg or "sd15")
+    size = arg or "sd15"
+    c = emo_base.base(size)
+    c.stage = 2
+    c.model = emo_base.model(size, temporal=True, audio=True, speed=False)
+    c.trainable = [r"^backbone\..*motion_modules\.", r"^backbone\..*(attn_audio|norm_audio)\.", r"^audio_projection\."]
+    c.init.fresh = [r"(attn_audio|norm_audio)\.", r"^audio_projection\."]
+    c.motion_augment = dict(noise_std=0.02, patch_drop=0.1, patch_size=16)
+    if size == "tiny":
+        c.data.size, c.data.batch_size, c.data.num_frames, c.data.num_motion_frames = 64, 2, 4, 2
+        c.model.num_motion_frames = 2
+        c.motion_augment.patch_size = 8
+    return c

@@ -8,27 +8,29 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from tiny import emo_config, stage_config
+
 from emo_jax.config import load_config
 from emo_jax.models import param_counts
-from emo_jax.models.emo import EMO, emo_config
+from emo_jax.models.emo import EMO, EMOConfig
 from emo_jax.train.trainable import trainable_filter, trainable_paths
 
 B, F, N_MOTION, LATENT = 2, 3, 4, 8
 
 
-def inputs(seed=0):
+def inputs(seed=0, frames=F):
     rng = np.random.default_rng(seed)
-    face_mask = np.zeros((B, F, 8 * LATENT, 8 * LATENT, 1), np.float32)
-    face_mask[:, :, 16:48, 20:44] = 1
+    face_mask = np.zeros((B, 2 * LATENT, 2 * LATENT, 1), np.float32)  # the tiny VAE's /2
+    face_mask[:, 4:12, 5:11] = 1
     return dict(
-        noisy=jnp.asarray(rng.standard_normal((B, F, LATENT, LATENT, 4), dtype=np.float32)),
+        noisy=jnp.asarray(rng.standard_normal((B, frames, LATENT, LATENT, 4), dtype=np.float32)),
         timesteps=jnp.array([100, 700]),
         reference_latent=jnp.asarray(rng.standard_normal((B, LATENT, LATENT, 4), dtype=np.float32)),
         face_mask=jnp.asarray(face_mask),
         motion_latents=jnp.asarray(rng.standard_normal((B, N_MOTION, LATENT, LATENT, 4), dtype=np.float32)),
         has_motion=jnp.array([1.0, 1.0]),
-        audio_features=jnp.asarray(rng.standard_normal((B, F, 5, 1, 80), dtype=np.float32)),
-        speed=jnp.asarray(rng.uniform(0, 2, (B, F)).astype(np.float32)),
+        audio_features=jnp.asarray(rng.standard_normal((B, frames, 5, 1, 80), dtype=np.float32)),
+        speed=jnp.asarray(rng.uniform(0, 2, (B, frames)).astype(np.float32)),
     )
 
 
@@ -48,7 +50,7 @@ def trained(model: EMO, seed: int = 0) -> EMO:
 
 @pytest.fixture(scope="module")
 def stage3():
-    return trained(EMO(emo_config("tiny", stage=3), rngs=nnx.Rngs(0)))
+    return trained(EMO(emo_config(3), rngs=nnx.Rngs(0)))
 
 
 def test_forward_shapes_and_reference_feature_keys(stage3):
@@ -63,14 +65,14 @@ def test_forward_shapes_and_reference_feature_keys(stage3):
 def test_new_layers_leave_the_image_model_unchanged():
     """Stage 2/3 add temporal, audio, speed layers and a face locator, all zero at the output: the video
     model then predicts, frame by frame, what the stage-1 image model does."""
-    image = EMO(emo_config("tiny", stage=1), rngs=nnx.Rngs(0))
-    video = EMO(emo_config("tiny", stage=3), rngs=nnx.Rngs(1))
+    image = EMO(emo_config(1), rngs=nnx.Rngs(0))
+    video = EMO(emo_config(3), rngs=nnx.Rngs(1))
     nnx.update(video, nnx.state(image, nnx.Param))  # shared parts: stage 1 weights
     x = inputs()
     video_out = video(**x)
     for f in range(F):
         frame = image(
-            x["noisy"][:, f : f + 1], x["timesteps"], x["reference_latent"], face_mask=x["face_mask"][:, f : f + 1]
+            x["noisy"][:, f : f + 1], x["timesteps"], x["reference_latent"], face_mask=x["face_mask"]
         )
         np.testing.assert_allclose(video_out[:, f], frame[:, 0], atol=1e-5)
 
@@ -115,22 +117,22 @@ def test_speed_and_motion_frames_reach_the_output(stage3):
 
 
 def test_frames_permute_with_the_input_when_temporal_layers_are_off():
-    model = trained(EMO(emo_config("tiny", stage=1), rngs=nnx.Rngs(0)))
+    model = trained(EMO(emo_config(1), rngs=nnx.Rngs(0)))
     x = inputs()
     order = jnp.array([2, 0, 1])
-    permuted = model(x["noisy"][:, order], x["timesteps"], x["reference_latent"], face_mask=x["face_mask"][:, order])
+    permuted = model(x["noisy"][:, order], x["timesteps"], x["reference_latent"], face_mask=x["face_mask"])
     original = model(x["noisy"], x["timesteps"], x["reference_latent"], face_mask=x["face_mask"])
     np.testing.assert_allclose(permuted, original[:, order], atol=1e-5)
 
 
 @pytest.mark.parametrize("stage", [1, 2, 3])
 def test_gradients_reach_exactly_the_trainable_parameters(stage):
-    model = trained(EMO(emo_config("tiny", stage=stage), rngs=nnx.Rngs(0)))
+    model = trained(EMO(emo_config(stage), rngs=nnx.Rngs(0)))
     x = inputs()
     if stage == 1:
         x = {k: x[k] for k in ("noisy", "timesteps", "reference_latent", "face_mask")}
-        x["noisy"], x["face_mask"] = x["noisy"][:, :1], x["face_mask"][:, :1]
-    patterns = load_config(f"stage{stage}.py:tiny").trainable
+        x["noisy"] = x["noisy"][:, :1]
+    patterns = stage_config(stage).trainable
 
     def loss(model):
         return jnp.mean(model(**x) ** 2)
@@ -149,13 +151,14 @@ def test_gradients_reach_exactly_the_trainable_parameters(stage):
 
 
 def test_trainable_pattern_typo_is_an_error():
-    model = EMO(emo_config("tiny", stage=1), rngs=nnx.Rngs(0))
+    model = EMO(emo_config(1), rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="matches no parameter"):
         trainable_paths(model, [r"^backbone\.", r"^face_locater\."])
 
 
 def test_sd15_sizes_build_abstractly():
-    model = nnx.eval_shape(lambda: EMO(emo_config("sd15", stage=3), rngs=nnx.Rngs(0)))
+    config = EMOConfig.from_dict(load_config("stage3.py").model)
+    model = nnx.eval_shape(lambda: EMO(config, rngs=nnx.Rngs(0)))
     assert all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(nnx.state(model)))
     counts = param_counts(model)
     assert 0.8e9 < counts["reference_net"] < 0.9e9 and counts["backbone"] > counts["reference_net"]
@@ -170,7 +173,7 @@ def test_sd_and_motion_adapter_weights_fill_the_emo_model(mode):
     diffusers = require("diffusers")
     from emo_jax.convert.emo import emo_from_diffusers
 
-    config = emo_config("tiny", stage=3, reference_attention=mode)
+    config = emo_config(3, reference_attention=mode)
     sd_config = {k: v for k, v in config.reference_net.to_diffusers().items() if k != "_class_name"}
     torch.manual_seed(0)
     sd = state_dict_numpy(diffusers.UNet2DConditionModel(**{**sd_config, "cross_attention_dim": 24}))
@@ -208,3 +211,66 @@ def test_sd_and_motion_adapter_weights_fill_the_emo_model(mode):
         )
     else:
         assert not any(".attn2." in p for p in after if ".attentions." in p)
+
+
+def test_each_frame_attends_to_its_own_speed(stage3):
+    """Speed attention is per frame: changing frame 0's speed moves frame 0 more than frame 7, whose +/-2 window
+    does not hold frame 0 (it only hears of it through the temporal self-attention)."""
+    x = inputs(frames=8)
+    base = stage3(**x)
+    speed = x["speed"].at[:, 0].add(2.0)
+    moved = np.abs(np.asarray(stage3(**dict(x, speed=speed)) - base)).mean(axis=(0, 2, 3, 4))  # per frame
+    assert moved[0] > 2 * moved[-1] > 0
+
+
+@pytest.mark.parametrize("name", ["reference_keep", "audio_keep", "speed_keep"])
+def test_each_keep_mask_drops_exactly_its_condition_for_that_sample(stage3, name):
+    x = inputs()
+    dropped = {"reference_keep": dict(), "audio_keep": dict(audio_features=None), "speed_keep": dict(speed=None)}
+    mixed = stage3(**x, **{name: jnp.array([0.0, 1.0])})
+    full = stage3(**x)
+    if name == "reference_keep":  # no reference: each block's self-attention over its own tokens only
+        plain = dataclasses.replace(stage3.config.backbone, reference_attention=None)
+        from emo_jax.models import UNet
+
+        unet = UNet(plain, rngs=nnx.Rngs(0))
+        nnx.update(unet, nnx.state(stage3.backbone, nnx.Param))
+        without = EMO.__new__(EMO)
+        vars(without).update(vars(stage3))
+        without.backbone = unet
+        without = without(**x)
+    else:
+        without = stage3(**dict(x, **dropped[name]))
+    np.testing.assert_allclose(mixed[0], without[0], atol=1e-5)  # sample 0: as if the condition were absent
+    np.testing.assert_allclose(mixed[1], full[1], atol=1e-5)  # sample 1: untouched
+    assert not np.allclose(mixed[0], full[0], atol=1e-4)  # and the condition did matter
+
+
+def test_every_temporal_module_reads_motion_frames_at_its_own_point(stage3):
+    """EMO's 'residual' motion features: one per temporal module, at the width and size of the backbone's
+    hidden state there, including the level without spatial attention."""
+    x = inputs()
+    motion = stage3.encode_motion(x["motion_latents"], x["has_motion"])
+    modules = [node for _, node in nnx.iter_graph(stage3.backbone) if hasattr(node, "motion_key")]
+    assert len(modules) == 7 and {m.motion_key for m in modules} == set(motion)  # 2 down, 1 mid, 4 up
+    for module in modules:
+        assert motion[module.motion_key].shape[-1] == module.proj_in.in_features
+    assert any("down_blocks.1" in key for key in motion)  # the level without spatial attention
+
+
+def test_config_round_trips_through_a_dict():
+    config = emo_config(3, prediction_type="v_prediction")
+    assert EMOConfig.from_dict(config.to_dict()) == config
+    import json
+
+    assert EMOConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_bad_shapes_are_named(stage3):
+    x = inputs()
+    with pytest.raises(ValueError, match=r"face_mask has shape \[2, 64, 64, 1\], expected \[2, 16, 16, 1\]"):
+        stage3(**dict(x, face_mask=jnp.zeros((B, 64, 64, 1))))
+    with pytest.raises(ValueError, match="audio_features has shape"):
+        stage3(**dict(x, audio_features=x["audio_features"][:, :, :3]))
+    with pytest.raises(ValueError, match=r"speed has shape \[2, 2\]"):
+        stage3(**dict(x, speed=x["speed"][:, :2]))

@@ -12,7 +12,7 @@ from test_convert import TINY_UNET
 
 from emo_jax.convert import from_diffusers_unet
 from emo_jax.convert.animatediff import from_animatediff_motion_adapter, motion_config_from_adapter
-from emo_jax.models import MotionConfig, UNet
+from emo_jax.models import Compute, MotionConfig, UNet
 
 IMAGE = TINY_UNET  # a tiny SD-layout UNet: 2 stages, cross-attention 16
 FRAMES, HEIGHT, WIDTH = 6, 12, 20
@@ -152,3 +152,32 @@ def test_frames_are_independent_without_motion_and_coupled_with_it():
     nnx.update(video_unet, nnx.from_flat_state(flat))
     permuted = _run(video_unet, sample[:, permutation], timesteps, context)
     assert not np.allclose(permuted, _run(video_unet, sample, timesteps, context)[:, permutation], atol=1e-3)
+
+
+def test_per_frame_temporal_norm_is_groupnorm_of_each_frame_alone():
+    """`norm_per_frame` (original AnimateDiff, Hallo, EMO): each frame normalised by its own statistics."""
+    from emo_jax.models.temporal import TemporalTransformer
+
+    module = TemporalTransformer(
+        16, num_attention_heads=2, num_layers=1, norm_num_groups=4, max_seq_length=8, norm_per_frame=True,
+        compute=Compute(), rngs=nnx.Rngs(0),
+    )
+    frames = np.random.default_rng(0).standard_normal((2 * 3, 4, 5, 16)).astype(np.float32)
+    frames[::3] *= 10  # one frame per video far louder: a joint norm would squash the others
+
+    def direct(x):  # GroupNorm over (H, W, channels of a group) of one frame, eps 1e-6
+        g = x.reshape(x.shape[0], 4, 5, 4, 4)
+        mean, var = g.mean(axis=(1, 2, 4), keepdims=True), g.var(axis=(1, 2, 4), keepdims=True)
+        return ((g - mean) / np.sqrt(var + 1e-6)).reshape(x.shape)
+
+    captured = {}
+    original = module.proj_in
+
+    def spy(tokens):
+        captured["normed"] = np.asarray(tokens)
+        return original(tokens)
+
+    module.proj_in = spy
+    module(jnp.asarray(frames), 3)
+    normed = captured["normed"].reshape(2, 4, 5, 3, 16).transpose(0, 3, 1, 2, 4).reshape(6, 4, 5, 16)
+    np.testing.assert_allclose(normed, direct(frames), atol=1e-4)

@@ -203,21 +203,28 @@ class Context:
     """What a UNet's transformer blocks attend to besides their own tokens (N = batch x frames).
 
     encoder_hidden_states: [N, L, D] for attn2 (SD's text tokens; EMO's 'cross' mode without per-block features).
-    reference: transformer-block path -> [N, S, C], ReferenceNet features for reference attention.
+    reference: transformer-block path -> [N, S, C], ReferenceNet features for reference attention;
+      reference_keep: [N] 1/0, a dropped sample's blocks attend as if there were no reference (guidance).
     audio: [N, A, Da] audio tokens; audio_keep: [N] 1/0, multiplies the audio attention's output (a dropped
       sample's audio path is cut, for classifier-free guidance).
-    Per video, for the temporal layers (B videos): motion: spatial-block path -> [B, n, S, C], ReferenceNet
-      features of the n motion frames; speed: [B, F, Ds] speed tokens; speed_keep: [B].
-    collect: sow each spatial block's normed self-attention input as `reference_features` (ReferenceNet).
+    Per video, for the temporal layers (B videos): motion: motion-module key -> [B, n, S, C], ReferenceNet
+      features of the n motion frames; speed: [B, F, K, Ds] speed tokens; speed_keep: [B].
+    Inside a temporal module, for its blocks: speed [B * T, K, Ds] per frame, speed_keep [B * T], and `pixels`
+      (H * W, static): the blocks' sequences are [B * H * W, T, C] and frame t attends to its own tokens.
+    collect: sow what a ReferenceNet provides: each spatial block's normed self-attention input
+      (`reference_features`) and each layer's hidden state where a video UNet has a temporal module
+      (`motion_input_<layer>`).
     """
 
     encoder_hidden_states: jax.Array | None = None
     reference: dict[str, jax.Array] | None = None
+    reference_keep: jax.Array | None = None
     audio: jax.Array | None = None
     audio_keep: jax.Array | None = None
     motion: dict[str, jax.Array] | None = None
     speed: jax.Array | None = None
     speed_keep: jax.Array | None = None
+    pixels: int | None = struct.field(pytree_node=False, default=None)
     collect: bool = struct.field(pytree_node=False, default=False)
 
 
@@ -232,8 +239,10 @@ class BasicTransformerBlock(nnx.Module):
       self-attention (AnimateDiff's temporal blocks); none of these: no attn2 (EMO without text).
     attn_audio: with `audio_cross_attention_dim`, cross-attention to the audio tokens after the reference
       attention, output projection zero-initialised (a new layer changes nothing).
-    attn_speed: likewise with `speed_cross_attention_dim`, to speed tokens (temporal blocks; the caller gives
-      them per sequence as `speed` [N, F, Ds] with `speed_keep` [N]).
+    attn_speed: likewise with `speed_cross_attention_dim`, to speed tokens, per frame (temporal blocks; see
+      `Context.pixels`).
+    A sample whose `context.reference_keep` is 0 attends as if it had no reference: 'concat_self' concatenates
+    its own tokens instead (softmax over [x, x] equals plain self-attention), 'cross' drops attn2's output.
     `max_positions`: sinusoidal positions added to the normed input of attn1 and attn2 (temporal blocks).
     `path`: this block's key in `context.reference` (set by the UNet that owns it).
     hidden_states: [N, T, C] -> [N, T, C].
@@ -303,32 +312,30 @@ class BasicTransformerBlock(nnx.Module):
 
     def __call__(self, hidden_states: jax.Array, context: Context = Context()) -> jax.Array:
         reference = (context.reference or {}).get(self.path) if self.reference_attention else None
+        keep = None if reference is None or context.reference_keep is None else context.reference_keep[:, None, None]
         normed = self._positioned(self.norm1(hidden_states))
         if context.collect:
             self.sow(nnx.Intermediate, "reference_features", normed)
-        keys = (
-            jnp.concatenate([normed, reference], axis=1)
-            if self.reference_attention == "concat_self" and reference is not None
-            else None
-        )
+        keys = None
+        if self.reference_attention == "concat_self" and reference is not None:
+            reference = reference.astype(normed.dtype)
+            keys = jnp.concatenate([normed, reference if keep is None else jnp.where(keep > 0, reference, normed)], 1)
         hidden_states = hidden_states + self.attn1(normed, keys)
 
         if self.attn2 is not None:
-            cross_context = (
-                reference
-                if self.reference_attention == "cross" and reference is not None
-                else context.encoder_hidden_states
-            )
+            by_reference = self.reference_attention == "cross" and reference is not None
+            cross_context = reference if by_reference else context.encoder_hidden_states
             if self.cross and cross_context is None:
                 raise ValueError(
                     f"transformer block {self.path or '?'}: attn2 needs encoder_hidden_states or reference features"
                 )
-            hidden_states = hidden_states + self.attn2(
-                self._positioned(self.norm2(hidden_states)), cross_context if self.cross else None
-            )
+            out = self.attn2(self._positioned(self.norm2(hidden_states)), cross_context if self.cross else None)
+            hidden_states = hidden_states + (out * keep.astype(out.dtype) if by_reference and keep is not None else out)
 
         hidden_states = _conditioned(hidden_states, self.norm_audio, self.attn_audio, context.audio, context.audio_keep)
-        hidden_states = _conditioned(hidden_states, self.norm_speed, self.attn_speed, context.speed, context.speed_keep)
+        hidden_states = _conditioned(
+            hidden_states, self.norm_speed, self.attn_speed, context.speed, context.speed_keep, context.pixels
+        )
         return hidden_states + self.ff(self.norm3(hidden_states))
 
 
@@ -338,13 +345,23 @@ def _conditioned(
     attention: Attention | None,
     tokens: jax.Array | None,
     keep: jax.Array | None,
+    pixels: int | None = None,
 ) -> jax.Array:
-    """Residual cross-attention to conditioning tokens [N, S, D]; `keep` [N] (1/0) cuts it per sample."""
+    """Residual cross-attention to conditioning tokens [N, S, D]; `keep` [N] (1/0) cuts it per sample.
+
+    With `pixels` (temporal blocks: hidden_states [B * pixels, T, C]) it runs per frame: tokens and keep are
+    [B * T, S, D] and [B * T], and frame t's queries (all its pixels) attend to frame t's tokens."""
     if attention is None or tokens is None:
         return hidden_states
-    out = attention(norm(hidden_states), tokens)
+    x = norm(hidden_states)
+    if pixels is not None:  # [B * P, T, C] -> [B * T, P, C]
+        n, t, c = x.shape
+        x = x.reshape(n // pixels, pixels, t, c).swapaxes(1, 2).reshape(-1, pixels, c)
+    out = attention(x, tokens)
     if keep is not None:
         out = out * keep[:, None, None].astype(out.dtype)
+    if pixels is not None:
+        out = out.reshape(n // pixels, t, pixels, c).swapaxes(1, 2).reshape(n, t, c)
     return hidden_states + out
 
 

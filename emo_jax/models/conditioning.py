@@ -147,10 +147,10 @@ def speed_window(speed: jax.Array, centres, radii, m: int) -> jax.Array:
 
 
 class SpeedEncoder(nnx.Module):
-    """Head speed -> one speed token per frame for the temporal layers' cross-attention.
+    """Head speed -> `tokens` speed tokens per frame, which the temporal layers attend to per frame.
 
     speed: [B, F] degrees per frame -> `speed_window` [B, F, (2m + 1) d] -> linear_1 -> SiLU -> linear_2
-    -> [B, F, dim].
+    -> [B, F, tokens, dim] (frame f's tokens carry the speeds of frames f-m .. f+m).
     """
 
     def __init__(
@@ -161,14 +161,16 @@ class SpeedEncoder(nnx.Module):
         m: int = 2,
         hidden_dim: int = 256,
         dim: int = 768,
+        tokens: int = 1,
         compute: Compute = Compute(),
         rngs: nnx.Rngs,
     ):
         if len(centres) != len(radii):
             raise ValueError(f"SpeedEncoder: {len(centres)} bucket centres but {len(radii)} radii")
-        self.centres, self.radii, self.m = tuple(centres), tuple(radii), m
+        self.centres, self.radii, self.m, self.tokens, self.dim = tuple(centres), tuple(radii), m, tokens, dim
         self.linear_1 = linear((2 * m + 1) * len(centres), hidden_dim, compute, rngs)
-        self.linear_2 = linear(hidden_dim, dim, compute, rngs)
+        self.linear_2 = linear(hidden_dim, tokens * dim, compute, rngs)
 
     def __call__(self, speed: jax.Array) -> jax.Array:
-        return self.linear_2(jax.nn.silu(self.linear_1(speed_window(speed, self.centres, self.radii, self.m))))
+        x = self.linear_2(jax.nn.silu(self.linear_1(speed_window(speed, self.centres, self.radii, self.m))))
+        return x.reshape(speed.shape + (self.tokens, self.dim))

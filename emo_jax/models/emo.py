@@ -3,19 +3,24 @@
 Where the paper is silent we follow the closest open peers (AnimateAnyone / Hallo), noted where it happens:
   * reference features are the normed inputs of each spatial self-attention (AnimateAnyone's reference bank);
   * the face locator's features are added after the backbone's conv_in (Hallo, AnimateAnyone);
-  * a dropped reference (classifier-free guidance) is zero reference features; a dropped audio or speed
-    condition cuts that attention's output for the sample.
+  * a dropped reference (classifier-free guidance) makes the sample's blocks attend as if there were no
+    reference (`reference_keep`); a dropped audio or speed condition cuts that attention's output for the sample;
+    a video's first clip has zero motion features (`has_motion`).
+The architecture of each training stage is described in configs/ (`configs/emo_base.py`); `EMOConfig.from_dict`
+reads it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
+from emo_jax.diffusion.schedules import PREDICTION_TYPES
 from emo_jax.models.conditioning import AudioProjection, FaceLocator, SpeedEncoder
 from emo_jax.models.layers import Compute
 from emo_jax.models.unet import UNet, UNetConfig
@@ -36,12 +41,18 @@ class AudioProjectionConfig:
 
 @dataclasses.dataclass(frozen=True)
 class SpeedConfig:
-    """Speed buckets (centres, radii in degrees per frame; derive with `conditioning.speed_buckets`)."""
+    """Speed buckets (centres, radii in degrees per frame; derive with `conditioning.speed_buckets`), the +/-m
+    window and the tokens per frame the temporal layers attend to."""
 
     centres: tuple[float, ...]
     radii: tuple[float, ...]
     m: int = 2
     hidden_dim: int = 256
+    tokens: int = 1
+
+    def __post_init__(self):
+        object.__setattr__(self, "centres", tuple(float(c) for c in self.centres))
+        object.__setattr__(self, "radii", tuple(float(r) for r in self.radii))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,10 +66,12 @@ class EMOConfig:
     backbone: UNetConfig
     audio: AudioProjectionConfig | None = None
     speed: SpeedConfig | None = None
-    face_locator_channels: tuple[int, ...] = (16, 32, 64, 128)
+    face_locator_channels: tuple[int, ...] = (16, 32, 64, 128)  # len - 1 stride-2 stages: the VAE's factor
     num_motion_frames: int = 4
+    prediction_type: str = "epsilon"  # what the backbone predicts: 'epsilon' or 'v_prediction'
 
     def __post_init__(self):
+        object.__setattr__(self, "face_locator_channels", tuple(self.face_locator_channels))
         b = self.backbone
         if b.reference_attention is None:
             raise ValueError("EMOConfig: the backbone needs reference_attention ('concat_self' or 'cross')")
@@ -67,6 +80,41 @@ class EMOConfig:
         speed_dim = b.motion.speed_cross_attention_dim if b.motion else None
         if (self.speed is None) != (speed_dim is None):
             raise ValueError("EMOConfig: speed and backbone.motion.speed_cross_attention_dim go together")
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"EMOConfig.prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
+
+    @property
+    def mask_factor(self) -> int:
+        """Pixels per latent pixel the face locator assumes (2 ** its stride-2 stages)."""
+        return 2 ** (len(self.face_locator_channels) - 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain (JSON-able) dict; `EMOConfig.from_dict(config.to_dict()) == config`."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> EMOConfig:
+        """From `to_dict`'s output or a config file's `model` block (an `ml_collections.ConfigDict` works)."""
+        d = dict(d.to_dict() if hasattr(d, "to_dict") else d)
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"EMOConfig: unknown keys {sorted(unknown)}")
+
+        def part(name: str, config_cls):
+            value = d.get(name)
+            if value is None or isinstance(value, config_cls):
+                return value
+            return config_cls(**dict(value))
+
+        return cls(
+            **{
+                **d,
+                "reference_net": part("reference_net", UNetConfig),
+                "backbone": part("backbone", UNetConfig),
+                "audio": part("audio", AudioProjectionConfig),
+                "speed": part("speed", SpeedConfig),
+            }
+        )
 
 
 class EMO(nnx.Module):
@@ -110,6 +158,7 @@ class EMO(nnx.Module):
                 m=s.m,
                 hidden_dim=s.hidden_dim,
                 dim=config.backbone.motion.speed_cross_attention_dim,
+                tokens=s.tokens,
                 compute=compute,
                 rngs=rngs,
             )
@@ -117,21 +166,35 @@ class EMO(nnx.Module):
             else None
         )
 
-    def encode_reference(self, latents: jax.Array) -> Features:
-        """ReferenceNet at t = 0 on clean latents [B, h, w, 4] -> {block path: [B, h_b * w_b, C_b]}.
-
-        Its layers after the last block's self-attention input (that block's attention and feed-forward,
-        conv_out) affect no feature, so they get no gradient: the unused tail of the peers' ReferenceNet.
-        """
+    def _collect(self, latents: jax.Array) -> tuple[Features, Features]:
+        """ReferenceNet at t = 0 on clean latents [N, h, w, 4] -> (normed self-attention inputs keyed by
+        transformer-block path [N, S, C], hidden states keyed by `<stage>.motion_input_<layer>` [N, S, C])."""
         run = nnx.capture(self.reference_net, nnx.Intermediate)
         _, sown = run(latents, jnp.zeros((latents.shape[0],), jnp.int32), collect_reference=True)
-        return {".".join(str(p) for p in path[:-1]): var.get_value()[0] for path, var in nnx.to_flat_state(sown)}
+        attention_inputs, hidden = {}, {}
+        for path, var in nnx.to_flat_state(sown):
+            value = var.get_value()[0]
+            if path[-1] == "reference_features":
+                attention_inputs[".".join(str(p) for p in path[:-1])] = value
+            else:
+                hidden[".".join(str(p) for p in path)] = value.reshape(value.shape[0], -1, value.shape[-1])
+        return attention_inputs, hidden
+
+    def encode_reference(self, latents: jax.Array) -> Features:
+        """ReferenceNet at t = 0 on the clean reference latent [B, h, w, 4] -> {block path: [B, h_b * w_b, C_b]}:
+        the normed input of each spatial self-attention."""
+        _expect("reference latent", latents, (None, None, None, self.config.backbone.in_channels))
+        return self._collect(latents)[0]
 
     def encode_motion(self, latents: jax.Array, has_motion: jax.Array) -> Features:
-        """Motion frames [B, n, h, w, 4] -> {block path: [B, n, S, C]}; zero maps where `has_motion` [B] is 0
-        (a video's first clip has no previous frames)."""
+        """Motion frames [B, n, h, w, 4] -> {motion key: [B, n, S, C]} (what `backbone.motion.motion_features`
+        names); zero maps where `has_motion` [B] is 0 (a video's first clip has no previous frames)."""
+        _expect("motion latents", latents, (None, None, None, None, self.config.backbone.in_channels))
         b, n = latents.shape[:2]
-        features = self.encode_reference(latents.reshape((b * n,) + latents.shape[2:]))
+        _expect("has_motion", has_motion, (b,))
+        attention_inputs, hidden = self._collect(latents.reshape((b * n,) + latents.shape[2:]))
+        motion = self.config.backbone.motion
+        features = hidden if motion is None or motion.motion_features == "residual" else attention_inputs
         return _per_sample({k: v.reshape((b, n) + v.shape[1:]) for k, v in features.items()}, has_motion)
 
     def denoise(
@@ -144,34 +207,45 @@ class EMO(nnx.Module):
         motion: Features | None = None,
         audio_features: jax.Array | None = None,
         speed: jax.Array | None = None,
+        reference_keep: jax.Array | None = None,
         audio_keep: jax.Array | None = None,
         speed_keep: jax.Array | None = None,
     ) -> jax.Array:
-        """One backbone prediction (noise or v, as trained).
+        """One backbone prediction (`config.prediction_type`: noise or v).
 
         noisy: [B, F, h, w, 4]; timesteps: [] or [B]; reference: `encode_reference` output;
-        face_mask: [B, F, H, W, 1] (union of the clip's face boxes, pixels); motion: `encode_motion` output;
+        face_mask: [B, H, W, 1] in [0, 1], the union of the clip's face boxes at H = h * `config.mask_factor`
+        (encoded once, shared by the clip's frames); motion: `encode_motion` output;
         audio_features: [B, F, 2m + 1, L, D] (`audio.frame_features`); speed: [B, F] degrees per frame;
-        audio_keep, speed_keep: [B] 1/0 -> [B, F, h, w, 4].
+        reference_keep, audio_keep, speed_keep: [B] 1/0 (guidance). -> [B, F, h, w, 4].
         """
-        b, f = noisy.shape[:2]
-        face = self.face_locator(face_mask.reshape((b * f,) + face_mask.shape[2:]))
-        audio = (
-            self.audio_projection(audio_features)
-            if self.audio_projection is not None and audio_features is not None
-            else None
-        )
-        speed_tokens = self.speed_encoder(speed) if self.speed_encoder is not None and speed is not None else None
+        c = self.config
+        _expect("noisy latents", noisy, (None, None, None, None, c.backbone.in_channels))
+        b, f, h, w = noisy.shape[:4]
+        _expect("face_mask", face_mask, (b, h * c.mask_factor, w * c.mask_factor, 1))
+        for name, keep in (("reference_keep", reference_keep), ("audio_keep", audio_keep), ("speed_keep", speed_keep)):
+            if keep is not None:
+                _expect(name, keep, (b,))
+        audio = None
+        if self.audio_projection is not None and audio_features is not None:
+            a = c.audio
+            _expect("audio_features", audio_features, (b, f, a.seq_len, a.blocks, a.channels))
+            audio = self.audio_projection(audio_features)
+        speed_tokens = None
+        if self.speed_encoder is not None and speed is not None:
+            _expect("speed", speed, (b, f))
+            speed_tokens = self.speed_encoder(speed)
         return self.backbone(
             noisy,
             timesteps,
             reference=reference,
+            reference_keep=reference_keep,
             motion=motion,
             audio=audio,
             audio_keep=audio_keep,
             speed=speed_tokens,
             speed_keep=speed_keep,
-            conv_in_residual=face.reshape((b, f) + face.shape[1:]),
+            conv_in_residual=self.face_locator(face_mask.astype(noisy.dtype)),  # [B, h, w, C0], every frame
         )
 
     def __call__(
@@ -190,10 +264,8 @@ class EMO(nnx.Module):
         speed_keep: jax.Array | None = None,
     ) -> jax.Array:
         """Training forward. reference_latent: [B, h, w, 4]; motion_latents: [B, n, h, w, 4] with has_motion
-        [B]; *_keep: [B] 1/0 condition dropout. Other arguments as `denoise`. -> [B, F, h, w, 4]."""
+        [B] (default all 1); *_keep: [B] 1/0 condition dropout. Other arguments as `denoise`. -> [B, F, h, w, 4]."""
         reference = self.encode_reference(reference_latent)
-        if reference_keep is not None:
-            reference = _per_sample(reference, reference_keep)
         motion = None
         if motion_latents is not None and self.config.backbone.motion is not None:
             if has_motion is None:
@@ -207,87 +279,20 @@ class EMO(nnx.Module):
             motion=motion,
             audio_features=audio_features,
             speed=speed,
+            reference_keep=reference_keep,
             audio_keep=audio_keep,
             speed_keep=speed_keep,
         )
 
 
+def _expect(name: str, array: jax.Array, shape: tuple[int | None, ...]) -> None:
+    """Raises a ValueError naming the argument unless `array` has `shape` (None: any size there)."""
+    actual = tuple(array.shape)
+    if len(actual) != len(shape) or any(want is not None and want != got for want, got in zip(shape, actual)):
+        wanted = "[" + ", ".join("*" if s is None else str(s) for s in shape) + "]"
+        raise ValueError(f"EMO: {name} has shape {list(actual)}, expected {wanted}")
+
+
 def _per_sample(features: Features, keep: jax.Array) -> Features:
     """Multiplies every feature map [B, ...] by its sample's `keep` [B] (1 keeps, 0 gives zero maps)."""
     return {k: v * keep.reshape((-1,) + (1,) * (v.ndim - 1)).astype(v.dtype) for k, v in features.items()}
-
-
-@dataclasses.dataclass(frozen=True)
-class _Size:
-    layout: dict
-    audio: AudioProjectionConfig  # matches the audio encoder of configs of this size
-    audio_dim: int  # audio (and speed) token width
-    motion_heads: int
-
-
-_SIZES = {
-    # SD1.5's UNet; wav2vec2-base features (12 layers of 768) as Hallo.
-    "sd15": _Size(
-        layout=dict(
-            block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, attention_head_dim=8, norm_num_groups=32
-        ),
-        audio=AudioProjectionConfig(),
-        audio_dim=768,
-        motion_heads=8,
-    ),
-    # The same structure at CPU size; log-mel audio features (1 layer of 80 bands, configs/tiny.py).
-    "tiny": _Size(
-        layout=dict(
-            block_out_channels=(32, 64),
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-            layers_per_block=1,
-            attention_head_dim=4,
-            norm_num_groups=16,
-        ),
-        audio=AudioProjectionConfig(blocks=1, channels=80, intermediate_dim=64, context_tokens=4),
-        audio_dim=32,
-        motion_heads=4,
-    ),
-}
-# Until `conditioning.speed_buckets` has seen the data: 9 buckets over 0-3 degrees per frame.
-PLACEHOLDER_SPEED_BUCKETS = (tuple(float(c) for c in np.linspace(0.15, 2.85, 9)), (0.17,) * 9)
-
-
-def emo_config(
-    size: str = "sd15",
-    *,
-    stage: int = 2,
-    reference_attention: str = "concat_self",
-    speed_buckets: tuple[tuple[float, ...], tuple[float, ...]] = PLACEHOLDER_SPEED_BUCKETS,
-) -> EMOConfig:
-    """The EMO model of a training stage (paper, section 3.3).
-
-    stage 1 (image): ReferenceNet + backbone + face locator; no temporal, audio or speed layers.
-    stage 2 (video): + temporal layers and audio layers.  stage 3 (speed): + speed layers.
-    Neither net has text cross-attention; with 'cross' reference attention attn2 attends to each block's
-    reference features at the block's width.
-    """
-    if size not in _SIZES:
-        raise ValueError(f"size must be one of {sorted(_SIZES)}, got {size!r}")
-    if stage not in (1, 2, 3):
-        raise ValueError(f"stage must be 1, 2 or 3, got {stage}")
-    sz = _SIZES[size]
-    video = stage >= 2
-    motion = dict(
-        motion_num_attention_heads=sz.motion_heads, speed_cross_attention_dim=sz.audio_dim if stage == 3 else None
-    )
-    backbone = UNetConfig(
-        **sz.layout,
-        cross_attention_dim=None,
-        reference_attention=reference_attention,
-        audio_cross_attention_dim=sz.audio_dim if video else None,
-        motion=motion if video else None,
-    )
-    centres, radii = speed_buckets
-    return EMOConfig(
-        reference_net=UNetConfig(**sz.layout, cross_attention_dim=None),
-        backbone=backbone,
-        audio=sz.audio if video else None,
-        speed=SpeedConfig(centres=tuple(centres), radii=tuple(radii)) if stage == 3 else None,
-    )

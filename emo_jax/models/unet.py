@@ -209,8 +209,9 @@ class UNet(nnx.Module):
     layers see each frame alone, motion modules (if configured) attend across frames.
     timesteps: [] or [B]; encoder_hidden_states: [B, L, cross_attention_dim] or None (no text).
     EMO inputs (keyword): reference {block path: [B, S, C]} (ReferenceNet features, shared by a video's frames);
-    motion {block path: [B, n, S, C]} (ReferenceNet features of the n motion frames); audio [B, F, A, Da]
-    tokens per frame (or [B, A, Da] for images); speed [B, F, Ds] tokens; audio_keep, speed_keep [B];
+    motion {motion key: [B, n, S, C]} (ReferenceNet features of the n motion frames); audio [B, F, A, Da]
+    tokens per frame (or [B, A, Da] for images); speed [B, F, K, Ds] tokens per frame; reference_keep,
+    audio_keep, speed_keep [B];
     conv_in_residual [B, (F,) H, W, C0] added after conv_in (face locator); collect_reference: sow the
     features a ReferenceNet provides.
     """
@@ -244,6 +245,7 @@ class UNet(nnx.Module):
                 norm_num_groups=c.norm_num_groups,
                 max_seq_length=c.motion.motion_max_seq_length,
                 speed_cross_attention_dim=c.motion.speed_cross_attention_dim,
+                norm_per_frame=c.motion.norm_per_frame,
                 compute=compute,
                 rngs=rngs,
             )
@@ -324,14 +326,21 @@ class UNet(nnx.Module):
         self.conv_out = conv(channels[0], c.out_channels, compute, rngs)
 
         # Each spatial transformer block's key in `Context.reference`: its attribute path, the same path under
-        # which a ReferenceNet of this layout sows its features. A motion module reads the motion-frame features
-        # of the spatial block before it (same index); blocks without spatial attention have none under that key.
+        # which a ReferenceNet of this layout sows its features. A motion module's key in `Context.motion`: with
+        # motion_features 'residual', where the ReferenceNet sows its hidden state at this module's place
+        # (`<stage>.motion_input_<layer>`); with 'attention_input', the spatial block before it (same index;
+        # blocks without spatial attention have none under that key).
         for path, node in nnx.iter_graph(self):
             if isinstance(node, BasicTransformerBlock) and "attentions" in path:
                 node.path = ".".join(str(p) for p in path)
             elif isinstance(node, TemporalTransformer):
                 prefix = ".".join(str(p) for p in path[:-2])
-                node.motion_key = f"{prefix}.attentions.{path[-1]}.transformer_blocks.0"
+                residual = c.motion.motion_features == "residual"
+                node.motion_key = (
+                    f"{prefix}.motion_input_{path[-1]}"
+                    if residual
+                    else f"{prefix}.attentions.{path[-1]}.transformer_blocks.0"
+                )
 
     def __call__(
         self,
@@ -340,6 +349,7 @@ class UNet(nnx.Module):
         encoder_hidden_states: jax.Array | None = None,
         *,
         reference: dict[str, jax.Array] | None = None,
+        reference_keep: jax.Array | None = None,
         audio: jax.Array | None = None,
         audio_keep: jax.Array | None = None,
         motion: dict[str, jax.Array] | None = None,
@@ -366,6 +376,7 @@ class UNet(nnx.Module):
         context = Context(
             encoder_hidden_states=per_frame(encoder_hidden_states, 3),
             reference=None if reference is None else {k: per_frame(v, 3) for k, v in reference.items()},
+            reference_keep=per_frame(reference_keep, 1),
             audio=per_frame(audio, 3),
             audio_keep=per_frame(audio_keep, 1),
             motion=motion,

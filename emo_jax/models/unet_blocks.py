@@ -57,9 +57,12 @@ def _resnets(
 
 
 def _attend(stage: nnx.Module, i: int, x: jax.Array, context: Context | None, num_frames: int | None) -> jax.Array:
-    """Layer i's spatial attention, then its temporal module, where the stage has them."""
+    """Layer i's spatial attention, then its temporal module, where the stage has them. A ReferenceNet
+    (`context.collect`) sows the hidden state here as `motion_input_<i>`: what a temporal module would read."""
     if stage.attentions is not None:
         x = stage.attentions[i](x, context)
+    if context is not None and context.collect:
+        stage.sow(nnx.Intermediate, f"motion_input_{i}", x)
     if stage.motion_modules is not None:
         x = stage.motion_modules[i](x, num_frames, context)
     return x
