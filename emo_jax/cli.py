@@ -24,16 +24,16 @@ def _demo(args: argparse.Namespace) -> None:
 
     config = load_config(args.config)
     result = run_demo(config)
-    print(f"emo-jax demo ({args.config}): random-init tiny models, one denoising forward")
-    print(f"  params: UNet {result.param_counts['unet']:,}, VAE {result.param_counts['vae']:,}")
+    print(f"emo-jax demo ({args.config}): random-init EMO model, one denoising forward of a clip")
+    print(f"  params: EMO {result.param_counts['emo']:,}, VAE {result.param_counts['vae']:,}")
     descriptions = {
-        "image": "skimage.data.astronaut(), resized",
+        "image": "skimage.data.astronaut(), resized: the reference",
         "latent": "VAE posterior sample x scaling_factor",
-        "noise_pred": f"UNet noise prediction at t={config.demo_timestep}",
-        "decoded": "VAE decode of the predicted clean latent",
+        "noise_pred": "EMO prediction at t=500 (synthetic speech, face box, speed)",
+        "decoded": "VAE decode of the predicted clean frames",
     }
     for name, description in descriptions.items():
-        print(f"  {name:<10} {str(list(result.shapes[name])):<16} {description}")
+        print(f"  {name:<10} {str(list(result.shapes[name])):<19} {description}")
     print(
         f"  time: first call {result.first_call_s:.2f} s (XLA compile + run), "
         f"then {result.step_s * 1e3:.1f} ms per step"
@@ -70,14 +70,14 @@ def _info(args: argparse.Namespace) -> None:
 
     from emo_jax.config import load_config
     from emo_jax.models import param_counts
-    from emo_jax.models.emo import EMO, emo_config
+    from emo_jax.models.emo import EMO, EMOConfig
     from emo_jax.train.trainable import trainable_paths
 
     config = load_config(args.config)
-    model = nnx.eval_shape(lambda: EMO(emo_config(**config.model), rngs=nnx.Rngs(0)))  # shapes only
+    model = nnx.eval_shape(lambda: EMO(EMOConfig.from_dict(config.model), rngs=nnx.Rngs(0)))  # shapes only
     counts = param_counts(model)
     trained = param_counts(model, set(trainable_paths(model, config.trainable)))
-    print(f"EMO {config.model.size}, stage {config.model.stage} ({args.config}); parameters:")
+    print(f"EMO {config.size}, stage {config.stage} ({args.config}); parameters:")
     for part, count in counts.items():
         print(f"  {part:<18} {count:>15,}   trainable {trained.get(part, 0):>15,}")
     print(f"  {'total':<18} {sum(counts.values()):>15,}   trainable {sum(trained.values()):>15,}")

@@ -1,4 +1,4 @@
-"""The bundled demo: build the tiny models and run one denoising forward on a real photo.
+"""The bundled demo: build the tiny EMO model and VAE and run one denoising forward on a real photo.
 
 Random weights, so the picture it decodes is noise; what it shows is that the pieces fit and how fast the
 jitted step runs. Later issues replace it with talking-head sampling.
@@ -16,8 +16,9 @@ import numpy as np
 from flax import nnx
 from PIL import Image
 
-from emo_jax.diffusion.schedules import add_noise, alphas_cumprod
-from emo_jax.models import AutoencoderKL, AutoencoderKLConfig, UNet, UNetConfig, param_counts
+from emo_jax.diffusion.schedules import add_noise, alphas_cumprod, predict_x0
+from emo_jax.models import AutoencoderKL, AutoencoderKLConfig, param_counts
+from emo_jax.models.emo import EMO, EMOConfig
 
 
 @dataclasses.dataclass
@@ -37,37 +38,58 @@ def astronaut(resolution: int) -> np.ndarray:
     return (np.asarray(image, np.float32) / 127.5 - 1.0)[None]
 
 
-def run_demo(config: ml_collections.ConfigDict) -> DemoResult:
+def build_vae(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> AutoencoderKL:
+    """The config's VAE: a converted checkpoint (`vae.checkpoint`) or, for the tiny size, its layout at random."""
+    if config.vae.checkpoint:
+        from emo_jax.checkpoint import load_model
+
+        return load_model(config.vae.checkpoint)
+    if config.vae.layout is None:
+        raise ValueError("config.vae.checkpoint is empty: give a converted SD VAE folder (emo-jax convert)")
+    layout = dict(config.vae.layout.to_dict(), scaling_factor=config.vae.scaling_factor)
+    return AutoencoderKL(AutoencoderKLConfig(**layout), rngs=rngs)
+
+
+def run_demo(config: ml_collections.ConfigDict, demo_timestep: int = 500) -> DemoResult:
+    """The config's EMO model and VAE at random init, one denoising forward of a clip of
+    `config.data.num_frames` frames with `skimage.data.astronaut()` as the reference and synthetic speech."""
+    from emo_jax.audio import LogMelFeatures, frame_features
+    from emo_jax.data.synthetic import speech_audio
+
     rngs = nnx.Rngs(config.seed)
-    vae = AutoencoderKL(AutoencoderKLConfig.from_diffusers(config.vae.to_dict()), rngs=rngs)
-    unet = UNet(UNetConfig.from_diffusers(config.unet.to_dict()), rngs=rngs)
+    vae = build_vae(config, rngs)
+    model = EMO(EMOConfig.from_dict(config.model), rngs=rngs)
     abar = jnp.asarray(alphas_cumprod(**config.schedule))
     scale = vae.config.scaling_factor
+    frames, size, fps = config.data.num_frames, config.data.size, config.data.fps
+    audio, _ = speech_audio(frames / fps + 0.5, seed=config.seed)
+    features = frame_features(audio, fps, frames, encoder=LogMelFeatures(config.model.audio.channels))[None]
+    mask = np.zeros((1, size, size, 1), np.float32)
+    mask[:, size // 8 : 7 * size // 8, size // 4 : 3 * size // 4] = 1  # a centred face box
 
     @nnx.jit
-    def denoise_once(vae, unet, image, key):
-        k_latent, k_noise, k_context = jax.random.split(key, 3)
-        latent = vae.encode(image).sample(k_latent) * scale
-        noise = jax.random.normal(k_noise, latent.shape)
-        t = jnp.full((image.shape[0],), config.demo_timestep)
-        noisy = add_noise(latent, noise, t, abar)
-        context = jax.random.normal(k_context, (image.shape[0], config.context_tokens, unet.config.cross_attention_dim))
-        noise_pred = unet(noisy, t, context)
-        a = abar[t][:, None, None, None]
-        latent_pred = (noisy - jnp.sqrt(1 - a) * noise_pred) / jnp.sqrt(a)
-        return {"latent": latent, "noise_pred": noise_pred, "decoded": vae.decode(latent_pred / scale)}
+    def denoise_once(vae, model, image, key):
+        k_latent, k_noise = jax.random.split(key)
+        latent = vae.encode(image).sample(k_latent) * scale  # [1, h, w, 4]
+        noise = jax.random.normal(k_noise, (1, frames) + latent.shape[1:])
+        t = jnp.full((1,), demo_timestep)
+        noisy = add_noise(jnp.broadcast_to(latent[:, None], noise.shape), noise, t, abar)
+        speed = jnp.full((1, frames), 0.5)
+        noise_pred = model(noisy, t, latent, face_mask=jnp.asarray(mask), audio_features=features, speed=speed)
+        x0 = predict_x0(model.config.prediction_type, noise_pred, noisy, t, abar)
+        return {"latent": latent, "noise_pred": noise_pred, "decoded": vae.decode(x0[0] / scale)}
 
-    image = jnp.asarray(astronaut(config.resolution))
+    image = jnp.asarray(astronaut(size))
     key = jax.random.key(config.seed)
     start = time.perf_counter()
-    outputs = jax.block_until_ready(denoise_once(vae, unet, image, key))
+    outputs = jax.block_until_ready(denoise_once(vae, model, image, key))
     first = time.perf_counter() - start
     start = time.perf_counter()
-    outputs = jax.block_until_ready(denoise_once(vae, unet, image, key))
+    outputs = jax.block_until_ready(denoise_once(vae, model, image, key))
     step = time.perf_counter() - start
     return DemoResult(
         shapes={"image": image.shape, **{k: v.shape for k, v in outputs.items()}},
-        param_counts={"unet": sum(param_counts(unet).values()), "vae": sum(param_counts(vae).values())},
+        param_counts={"emo": sum(param_counts(model).values()), "vae": sum(param_counts(vae).values())},
         first_call_s=first,
         step_s=step,
         outputs={k: np.asarray(v) for k, v in outputs.items()},

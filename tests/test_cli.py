@@ -31,8 +31,8 @@ def test_demo_runs_on_the_bundled_config(capsys):
     main(["demo"])
     out = capsys.readouterr().out
     assert "image      [1, 64, 64, 3]" in out
-    assert "noise_pred [1, 32, 32, 4]" in out
-    assert "decoded    [1, 64, 64, 3]" in out
+    assert "noise_pred [1, 4, 32, 32, 4]" in out
+    assert "decoded    [4, 64, 64, 3]" in out
 
 
 def test_demo_is_reproducible_from_its_seed():
