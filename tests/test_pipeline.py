@@ -57,6 +57,19 @@ def test_stage_one_yields_single_frames(dataset_dir):
     assert example["audio"].shape == (5 * 640,) and example["speed"].shape == (1,)
 
 
+def test_stage_one_mask_covers_a_clip_length_window_around_the_frame(dataset_dir):
+    """Stage 1 trains the face locator that stages 2-3 and sampling feed a 12-frame union: it sees one too."""
+    record = _record(dataset_dir, "talk_b")
+    config = PipelineConfig(num_frames=1, num_motion_frames=0, size=64, batch_size=1, mask_frames=12)
+    frames = _decoded(record, 64)
+    for seed in range(3):
+        example = SampleClip(config).random_map(record, np.random.default_rng(seed))
+        start = next(i for i in range(75) if np.array_equal(frames[i], example["frames"][0]))
+        lo = min(max(start - 5, 0), 75 - 12)
+        np.testing.assert_array_equal(example["face_mask"], face_mask(record["boxes"][lo : lo + 12] * 0.5, 64))
+        assert example["face_mask"].sum() > face_mask(record["boxes"][start : start + 1] * 0.5, 64).sum()
+
+
 def test_a_record_too_short_for_the_clip_is_a_clear_error(dataset_dir):
     record = _record(dataset_dir, "talk_b")
     record["frames"] = record["frames"][:16]
@@ -77,7 +90,10 @@ def test_loader_batches_and_resumes_mid_epoch_with_workers(dataset_dir):
         "face_mask": ((2, 64, 64, 1), "uint8"),
         "speed": ((2, 12), "float32"),
         "audio": ((2, 16 * 640), "float32"),
+        "video_id": ((2,), first["video_id"].dtype.name),
+        "frame": ((2,), "int32"),
     }
+    assert set(first["video_id"]) <= {"talk_a", "talk_b", "talk_c", "astronaut"}
     for _ in range(2):  # past the 4-record epoch: the state must carry the epoch too
         next(iterator)
     state = iterator.get_state()

@@ -44,8 +44,26 @@ def test_logmel_config_stores_per_frame_features_of_the_whole_video(preprocessed
     example = _examples(tmp_path, "logmel")["talk_c/000000"]
     video = load_processed(out / "videos" / "talk_c.npz")
     expected = frame_features(video["audio"], 25.0, 75, encoder=LogMelFeatures(80), m=0)[:, 0]
-    assert example["audio_features"].shape == (75, 1, 80)
-    np.testing.assert_allclose(example["audio_features"], expected, rtol=1e-6)
+    assert example["audio_features"].shape == (4 + 75 + 4, 1, 80) and example["audio_margin"] == 4
+    np.testing.assert_allclose(example["audio_features"], expected[np.clip(np.arange(-4, 79), 0, 74)], rtol=1e-6)
+
+
+def test_training_windows_equal_the_samplers_features_for_the_same_frames(preprocessed, tmp_path):
+    """What a clip trains on is what sampling computes for the same frames of the whole audio track (+/-m
+    windows included, at clip and video edges)."""
+    from emo_jax.data.pipeline import PipelineConfig, data_source, make_loader
+
+    _, out, _ = preprocessed
+    build_dataset(out, tmp_path, config="logmel")
+    config = PipelineConfig(num_frames=12, num_motion_frames=4, size=64, batch_size=2, worker_count=0)
+    checked = 0
+    for batch in make_loader(data_source(tmp_path, "logmel"), config, num_epochs=3):
+        for video_id, first, windows in zip(batch["video_id"], batch["frame"], batch["audio_features"]):
+            video = load_processed(out / "videos" / f"{video_id}.npz")
+            sampler = frame_features(video["audio"], 25.0, len(video["jpeg"]), encoder=LogMelFeatures(80), m=2)
+            np.testing.assert_array_equal(windows, sampler[first : first + 12])
+            checked += 1
+    assert checked >= 8
 
 
 def test_builds_and_reads_without_loading_tensorflow(preprocessed, tmp_path):
@@ -95,5 +113,7 @@ def test_wav2vec2_config_stores_features_of_a_local_model(preprocessed, tmp_path
     video = load_processed(preprocessed[1] / "videos" / "talk_a.npz")
     encoder = Wav2Vec2Features(from_hf_wav2vec2_folder(folder), layers="all")
     expected = frame_features(video["audio"], 25.0, 75, encoder=encoder, m=0)[:, 0]
-    assert example["audio_features"].shape == (75, 2, 16)  # frames, layers, hidden size
-    np.testing.assert_allclose(example["audio_features"], expected, rtol=1e-5, atol=1e-6)
+    assert example["audio_features"].shape == (4 + 75 + 4, 2, 16)  # margin + frames + margin, layers, hidden size
+    np.testing.assert_allclose(
+        example["audio_features"][4:-4], expected, rtol=1e-5, atol=1e-6
+    )

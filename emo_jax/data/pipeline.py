@@ -8,10 +8,13 @@ Batch (B = batch_size, n = num_frames, f = num_motion_frames, S = size, m = wind
   frames [B, n, S, S, 3] uint8        the clip
   motion_frames [B, f, S, S, 3] uint8 the f frames just before it
   reference [B, S, S, 3] uint8        a frame of the same clip record, away from the clip and its motion frames
-  face_mask [B, S, S, 1] uint8        1 inside the union of the clip's face boxes
+  face_mask [B, S, S, 1] uint8        1 inside the union of the face boxes of the clip's frames (at least
+                                      `mask_frames` frames centred on the clip: stage 1 sees a clip-sized mask)
   speed [B, n] float32                head rotation, degrees/frame (the model buckets it: `SpeedEncoder`)
   audio [B, (n + 2m) * 16000 / fps] float32   the clip's audio with m frames each side (zeros past the record),
-    or, for datasets with precomputed features, audio_features [B, n, 2m + 1, L, D] (edges repeated)
+    or, for datasets with precomputed features, audio_features [B, n, 2m + 1, L, D]: the whole video's features
+    (as the sampler computes them), windowed with the video's neighbouring frames, edges of the video repeated
+  video_id [B] str, frame [B] int32   the clip's video and its first frame there (error reports, evaluation)
 Stage 1 is n = 1, f = 0: single frames, and no motion_frames.
 """
 
@@ -33,6 +36,7 @@ class PipelineConfig:
     size: int = 512  # frames are resized to S x S if the dataset's differ
     window: int = 2  # m: audio context frames on each side
     reference_gap: int = 12  # the reference is at least this many frames from the clip where the record allows
+    mask_frames: int = 0  # the face mask covers at least this many frames around the clip (0: the clip's own)
     batch_size: int = 4
     seed: int = 0
     worker_count: int = 2  # processes running SampleClip; 0: in this process
@@ -63,20 +67,35 @@ class SampleClip(grain.transforms.RandomMap):
         decode = lambda i: _decode(element["frames"][i], c.size)
         frames = np.stack([decode(i) for i in range(start, start + c.num_frames)])
         scale = c.size / _jpeg_size(element["frames"][start])
+        mask_range = _mask_range(start, c.num_frames, c.mask_frames, length)
         example = {
             "frames": frames,
             "reference": decode(reference),
-            "face_mask": face_mask(element["boxes"][start : start + c.num_frames] * scale, c.size),
+            "face_mask": face_mask(element["boxes"][mask_range] * scale, c.size),
             "speed": element["speed"][start : start + c.num_frames].astype(np.float32),
+            "video_id": np.array(_text(element["video_id"])),
+            "frame": np.int32(int(element["clip_start"]) + start),
         }
         if c.num_motion_frames:  # no empty arrays: grain's shared-memory batches cannot hold them
             example["motion_frames"] = np.stack([decode(i) for i in window[: c.num_motion_frames]])
         if "audio" in element:
             example["audio"] = _audio_window(element["audio"], float(element["fps"]), start, c.num_frames, c.window)
-        else:
+        else:  # features of frames start - margin .. end + margin of the video (edges repeated there)
+            features, margin = element["audio_features"], int(element["audio_margin"])
             frames_index = np.arange(start, start + c.num_frames)[:, None] + np.arange(-c.window, c.window + 1)
-            example["audio_features"] = element["audio_features"][np.clip(frames_index, 0, length - 1)]
+            example["audio_features"] = features[np.clip(frames_index + margin, 0, len(features) - 1)]
         return example
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _mask_range(start: int, num_frames: int, mask_frames: int, length: int) -> slice:
+    """The frames whose boxes make the mask: the clip, widened to `mask_frames` centred on it within the record."""
+    extra = max(mask_frames - num_frames, 0)
+    lo = min(max(start - extra // 2, 0), max(length - max(mask_frames, num_frames), 0))
+    return slice(lo, min(lo + max(mask_frames, num_frames), length))
 
 
 def _reference_index(length: int, window: np.ndarray, gap: int, rng: np.random.Generator) -> int:
