@@ -19,7 +19,7 @@ LAYOUTS = {
         motion_heads=8,
         face_locator_channels=(16, 32, 64, 128),  # /8, the SD VAE's factor
         speed_tokens=4,
-        vae=None,  # the SD VAE: a converted checkpoint (config.vae.checkpoint)
+        vae=dict(),  # sd-vae-ft-mse's layout (the defaults); its weights: config.vae.checkpoint
     ),
     # The same structure at CPU size; log-mel audio features (1 layer of 80 bands); a 2-stage VAE (/2).
     "tiny": dict(
@@ -123,7 +123,8 @@ def base(size: str) -> ml_collections.ConfigDict:
         mask_window=12,  # stage 1: frames around the target whose face boxes make the mask
         worker_count=2,
     )
-    c.vae = dict(checkpoint="", layout=LAYOUTS[size]["vae"], scaling_factor=0.18215)
+    # The frozen VAE: a converted checkpoint folder (emo-jax convert), or random weights where `random` (tiny).
+    c.vae = dict(checkpoint="", layout=LAYOUTS[size]["vae"], scaling_factor=0.18215, random=size == "tiny")
     # Where the stage starts: an emo-jax training workdir/step of the previous stage, and for new layers a
     # diffusers SD1.5 UNet folder and an AnimateDiff motion adapter file.
     c.init = dict(checkpoint="", sd15_unet="", motion_adapter="", fresh=[])

@@ -13,7 +13,6 @@ from emo_jax.convert.state_dict import ConversionError
 
 # Jobs that later issues build: subcommand -> what it will do.
 NOT_BUILT = {
-    "train": "three-stage EMO training (training issue)",
     "sample": "audio-driven video sampling (sampling issue)",
 }
 
@@ -38,6 +37,17 @@ def _demo(args: argparse.Namespace) -> None:
         f"  time: first call {result.first_call_s:.2f} s (XLA compile + run), "
         f"then {result.step_s * 1e3:.1f} ms per step"
     )
+
+
+def _train(args: argparse.Namespace) -> None:
+    from emo_jax.config import apply_overrides, load_config
+    from emo_jax.train.trainer import train
+
+    config = apply_overrides(load_config(args.config), args.overrides)
+    metrics = train(config, args.workdir, allow_config_change=args.allow_config_change)
+    if metrics:
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if not k.startswith("loss_t"))
+        print(f"emo-jax train: {args.workdir}: {shown}")
 
 
 def _convert(args: argparse.Namespace) -> None:
@@ -156,7 +166,14 @@ def _build_dataset(args: argparse.Namespace) -> None:
         import apache_beam as beam
 
         runner = beam.runners.DirectRunner()
-    builder = build_dataset(args.preprocessed, args.data_dir, config=args.config, beam=runner)
+    config = args.config
+    if config == "wav2vec2":
+        from emo_jax.data.tfds_builder import EmoClipsConfig
+
+        if not args.wav2vec2:
+            raise ValueError("--config wav2vec2 needs --wav2vec2 DIR (a local transformers Wav2Vec2 folder)")
+        config = EmoClipsConfig(name="wav2vec2", audio="wav2vec2", wav2vec2_path=args.wav2vec2)
+    builder = build_dataset(args.preprocessed, args.data_dir, config=config, beam=runner)
     split = builder.info.splits["train"]
     print(f"emo_clips/{args.config}: {split.num_examples} clips in {split.num_shards} shards at {builder.data_dir}")
 
@@ -179,6 +196,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="tiny models, one denoising forward on a real photo (bundled defaults)")
     demo.add_argument("--config", default="tiny", help="config file, or a bundled name (default: tiny)")
     demo.set_defaults(func=_demo)
+
+    train = sub.add_parser(
+        "train",
+        help="train an EMO stage (resumes from the workdir's last checkpoint)",
+        description="Train with a config file; override entries with --config.a.b=value.",
+    )
+    train.add_argument("--config", required=True, help="config file[:arg], e.g. configs/stage2.py or tiny")
+    train.add_argument("--workdir", required=True, help="checkpoints, logs, TensorBoard events, frame grids")
+    train.add_argument(
+        "--allow-config-change", action="store_true", help="resume a workdir whose run had another config"
+    )
+    train.set_defaults(func=_train, overrides=[])
 
     convert = sub.add_parser("convert", help="diffusers model or pipeline folder -> Orbax checkpoint")
     convert.add_argument("src", help="diffusers model folder (config.json + weights) or pipeline folder")
@@ -230,7 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
     build = sub.add_parser("build-dataset", help="preprocessed clips -> TFDS dataset (array_record) for training")
     build.add_argument("--preprocessed", required=True, help="the --out folder of `emo-jax preprocess`")
     build.add_argument("--data-dir", required=True, help="TFDS data_dir to build emo_clips/<config> in")
-    build.add_argument("--config", choices=["samples", "logmel"], default="samples", help="audio as samples/features")
+    build.add_argument(
+        "--config", choices=["samples", "logmel", "wav2vec2"], default="samples", help="audio as samples/features"
+    )
+    build.add_argument("--wav2vec2", help="transformers Wav2Vec2 folder (--config wav2vec2)")
     build.add_argument("--beam", action="store_true", help="generate with Apache Beam (DirectRunner; pip extra `beam`)")
     build.set_defaults(func=_build_dataset)
 
@@ -244,7 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    args, rest = build_parser().parse_known_args(argv)
+    if rest and args.command != "train":
+        build_parser().parse_args(argv)  # the usual error for unknown arguments
+    if rest:
+        args.overrides = rest
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         args.func(args)

@@ -37,3 +37,44 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     if not hasattr(module, "get_config"):
         raise AttributeError(f"{path}: a config file must define get_config()")
     return module.get_config(arg) if arg is not None else module.get_config()
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> ml_collections.ConfigDict:
+    """`--config.a.b=value` overrides (ml_collections `config_flags` style), applied in place.
+
+    The value is read as the type the entry already has: str as given, bool from true/false/1/0, numbers,
+    and tuples/lists/None as Python literals ('(1,8,1)', 'None'). An unknown key is an error naming it."""
+    for item in overrides:
+        if not item.startswith("--config.") or "=" not in item:
+            raise ValueError(f"unknown argument {item!r}: overrides look like --config.train.steps=100")
+        dotted, value = item[len("--config.") :].split("=", 1)
+        parent, _, name = dotted.rpartition(".")
+        node = config
+        for part in filter(None, parent.split(".")):
+            if part not in node:
+                raise ValueError(f"--config.{dotted}: the config has no entry {part!r}")
+            node = node[part]
+        if name not in node:
+            raise ValueError(f"--config.{dotted}: the config has no entry {name!r}")
+        node[name] = _parse(value, node[name], dotted)
+    return config
+
+
+def _parse(text: str, current, key: str):
+    import ast
+
+    if isinstance(current, str):
+        return text
+    if isinstance(current, bool):
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"--config.{key}: expected true or false, got {text!r}")
+        return text.lower() in ("true", "1")
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        if current is None:
+            return text
+        raise ValueError(f"--config.{key}: cannot read {text!r} as {type(current).__name__}") from None
+    if isinstance(current, float) and isinstance(value, int):
+        value = float(value)
+    return value

@@ -17,8 +17,8 @@ from flax import nnx
 from PIL import Image
 
 from emo_jax.diffusion.schedules import add_noise, alphas_cumprod, predict_x0
-from emo_jax.models import AutoencoderKL, AutoencoderKLConfig, param_counts
-from emo_jax.models.emo import EMO, EMOConfig
+from emo_jax.build import build_emo, build_vae
+from emo_jax.models import param_counts
 
 
 @dataclasses.dataclass
@@ -38,18 +38,6 @@ def astronaut(resolution: int) -> np.ndarray:
     return (np.asarray(image, np.float32) / 127.5 - 1.0)[None]
 
 
-def build_vae(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> AutoencoderKL:
-    """The config's VAE: a converted checkpoint (`vae.checkpoint`) or, for the tiny size, its layout at random."""
-    if config.vae.checkpoint:
-        from emo_jax.checkpoint import load_model
-
-        return load_model(config.vae.checkpoint)
-    if config.vae.layout is None:
-        raise ValueError("config.vae.checkpoint is empty: give a converted SD VAE folder (emo-jax convert)")
-    layout = dict(config.vae.layout.to_dict(), scaling_factor=config.vae.scaling_factor)
-    return AutoencoderKL(AutoencoderKLConfig(**layout), rngs=rngs)
-
-
 def run_demo(config: ml_collections.ConfigDict, demo_timestep: int = 500) -> DemoResult:
     """The config's EMO model and VAE at random init, one denoising forward of a clip of
     `config.data.num_frames` frames with `skimage.data.astronaut()` as the reference and synthetic speech."""
@@ -58,7 +46,7 @@ def run_demo(config: ml_collections.ConfigDict, demo_timestep: int = 500) -> Dem
 
     rngs = nnx.Rngs(config.seed)
     vae = build_vae(config, rngs)
-    model = EMO(EMOConfig.from_dict(config.model), rngs=rngs)
+    model = build_emo(config, rngs)
     abar = jnp.asarray(alphas_cumprod(**config.schedule))
     scale = vae.config.scaling_factor
     frames, size, fps = config.data.num_frames, config.data.size, config.data.fps

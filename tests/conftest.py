@@ -29,3 +29,13 @@ def dataset_dir(preprocessed, tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("tfds")
     build_dataset(preprocessed[1], data_dir, config="samples")
     return data_dir
+
+
+@pytest.fixture(scope="session")
+def logmel_dataset_dir(preprocessed, tmp_path_factory):
+    """The preprocessed corpus built as `emo_clips/logmel` (whole-video log-mel features): what training reads."""
+    from emo_jax.data.tfds_builder import build_dataset
+
+    data_dir = tmp_path_factory.mktemp("tfds_logmel")
+    build_dataset(preprocessed[1], data_dir, config="logmel")
+    return data_dir

@@ -18,3 +18,23 @@ def emo_config(stage: int = 3, **changes) -> EMOConfig:
 
 def stage_config(stage: int):
     return load_config("tiny.py" if stage == 0 else f"stage{stage}.py:tiny")
+
+
+def micro_config(stage: int = 0, **data):
+    """A stage config shrunk until XLA compiles its training step in seconds: one UNet level of 32 channels,
+    16 px frames, a one-level VAE (no downsampling) and a face locator to match; everything else as the
+    config says. `data` overrides config.data entries."""
+    config = stage_config(stage)
+    for net in ("reference_net", "backbone"):
+        unet = config.model[net]
+        unet.update(
+            block_out_channels=(32,),
+            down_block_types=("CrossAttnDownBlock2D",),
+            up_block_types=("CrossAttnUpBlock2D",),
+            norm_num_groups=8,
+        )
+    config.model.face_locator_channels = (8,)
+    config.vae.layout.update(block_out_channels=(16,), norm_num_groups=8)
+    config.data.update(size=16, batch_size=2, worker_count=0, **data)
+    config.train.update(log_every=1, image_every=0)
+    return config

@@ -37,7 +37,7 @@ def _to_flax_layout(array: np.ndarray, target_shape: tuple[int, ...]) -> np.ndar
     return array
 
 
-def _format(title: str, keys: list[str]) -> str:
+def format_keys(title: str, keys: list[str]) -> str:
     shown = "\n    ".join(sorted(keys)[:_LIST_PREVIEW])
     more = f"\n    ... and {len(keys) - _LIST_PREVIEW} more" if len(keys) > _LIST_PREVIEW else ""
     return f"  {len(keys)} {title}:\n    {shown}{more}"
@@ -92,11 +92,11 @@ def load_state_dict(
     if missing or unexpected or mismatched:
         parts = [f"{source}: the state dict does not match the model."]
         if missing:
-            parts.append(_format("model parameters with no key in the state dict", missing))
+            parts.append(format_keys("model parameters with no key in the state dict", missing))
         if unexpected:
-            parts.append(_format("state dict keys the model has no parameter for", unexpected))
+            parts.append(format_keys("state dict keys the model has no parameter for", unexpected))
         if mismatched:
-            parts.append(_format("keys with the wrong shape", mismatched))
+            parts.append(format_keys("keys with the wrong shape", mismatched))
         raise ConversionError("\n".join(parts))
 
     new_params = nnx.from_flat_state(

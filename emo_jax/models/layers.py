@@ -26,11 +26,14 @@ class Compute:
     param_dtype: stored parameters (fp32 for training and conversion).
     attention: 'auto' (default: the fastest per backend), 'xla', 'cudnn' or 'chunked';
       see `attention.dot_product_attention`.
+    remat: recompute each resnet, spatial transformer and temporal module in the backward pass instead of
+      keeping its activations (`nnx.remat`): less memory, one more forward of compute.
     """
 
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     attention: str = "auto"
+    remat: bool = False
 
     def __post_init__(self):
         if self.attention not in ATTENTION_IMPLEMENTATIONS:

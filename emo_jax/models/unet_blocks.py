@@ -4,7 +4,8 @@ One class per stage kind. Whether a stage has attention after each resnet is the
 argument (a factory `channels -> module`, or None), so diffusers' CrossAttnDownBlock2D / DownBlock2D /
 DownEncoderBlock2D are one `DownBlock2D`, and likewise up and mid.
 An attention module is called as `attn(x, context)`; in the VAE, context is None and the spatial
-attention attends to its own input. Video UNets add `make_motion` (a factory of AnimateDiff temporal
+attention attends to its own input. With `Compute(remat=True)` each resnet, attention and motion module is
+recomputed in the backward pass. Video UNets add `make_motion` (a factory of AnimateDiff temporal
 transformers, called as `motion(x, num_frames)` on [B * F, H, W, C]) after each layer's spatial attention.
 """
 
@@ -56,15 +57,27 @@ def _resnets(
     )
 
 
+def _run(stage: nnx.Module, context: Context | None, fn: Callable, module: nnx.Module, *arrays) -> jax.Array:
+    """fn(module, *arrays); recomputed in the backward pass (`nnx.remat`) where the stage was built with
+    `Compute(remat=True)`, except while a ReferenceNet collects features (sowing needs the forward's values)."""
+    if stage.remat and not (context is not None and context.collect):
+        return nnx.remat(fn)(module, *arrays)
+    return fn(module, *arrays)
+
+
+def _resnet(stage: nnx.Module, i: int, x: jax.Array, temb: jax.Array | None, context: Context | None) -> jax.Array:
+    return _run(stage, context, lambda m, x, temb: m(x, temb), stage.resnets[i], x, temb)
+
+
 def _attend(stage: nnx.Module, i: int, x: jax.Array, context: Context | None, num_frames: int | None) -> jax.Array:
     """Layer i's spatial attention, then its temporal module, where the stage has them. A ReferenceNet
     (`context.collect`) sows the hidden state here as `motion_input_<i>`: what a temporal module would read."""
     if stage.attentions is not None:
-        x = stage.attentions[i](x, context)
+        x = _run(stage, context, lambda m, x, ctx: m(x, ctx), stage.attentions[i], x, context)
     if context is not None and context.collect:
         stage.sow(nnx.Intermediate, f"motion_input_{i}", x)
     if stage.motion_modules is not None:
-        x = stage.motion_modules[i](x, num_frames, context)
+        x = _run(stage, context, lambda m, x, ctx: m(x, num_frames, ctx), stage.motion_modules[i], x, context)
     return x
 
 
@@ -101,6 +114,7 @@ class DownBlock2D(nnx.Module):
         )
         self.attentions = _modules(make_attention, out_channels, num_layers)
         self.motion_modules = _modules(make_motion, out_channels, num_layers)
+        self.remat = compute.remat
         self.downsamplers = (
             nnx.List([Downsample2D(out_channels, out_channels, padding=downsample_padding, compute=compute, rngs=rngs)])
             if add_downsample
@@ -115,8 +129,8 @@ class DownBlock2D(nnx.Module):
         num_frames: int | None = None,
     ) -> tuple[jax.Array, tuple[jax.Array, ...]]:
         skips = []
-        for i, resnet in enumerate(self.resnets):
-            x = resnet(x, temb)
+        for i in range(len(self.resnets)):
+            x = _resnet(self, i, x, temb, context)
             x = _attend(self, i, x, context, num_frames)
             skips.append(x)
         if self.downsamplers is not None:
@@ -157,6 +171,7 @@ class MidBlock2D(nnx.Module):
         )
         self.attentions = _modules(make_attention, channels, num_layers)
         self.motion_modules = _modules(make_motion, channels, num_layers)
+        self.remat = compute.remat
 
     def __call__(
         self,
@@ -165,10 +180,10 @@ class MidBlock2D(nnx.Module):
         context: Context | None = None,
         num_frames: int | None = None,
     ) -> jax.Array:
-        x = self.resnets[0](x, temb)
-        for i, resnet in enumerate(self.resnets[1:]):
+        x = _resnet(self, 0, x, temb, context)
+        for i in range(len(self.resnets) - 1):
             x = _attend(self, i, x, context, num_frames)
-            x = resnet(x, temb)
+            x = _resnet(self, i + 1, x, temb, context)
         return x
 
 
@@ -214,6 +229,7 @@ class UpBlock2D(nnx.Module):
         )
         self.attentions = _modules(make_attention, out_channels, num_layers)
         self.motion_modules = _modules(make_motion, out_channels, num_layers)
+        self.remat = compute.remat
         self.upsamplers = (
             nnx.List([Upsample2D(out_channels, out_channels, compute=compute, rngs=rngs)]) if add_upsample else None
         )
@@ -228,10 +244,10 @@ class UpBlock2D(nnx.Module):
         num_frames: int | None = None,
     ) -> jax.Array:
         skips = list(skips)
-        for i, resnet in enumerate(self.resnets):
+        for i in range(len(self.resnets)):
             if self.uses_skips:
                 x = jnp.concatenate([x, skips.pop()], axis=-1)
-            x = resnet(x, temb)
+            x = _resnet(self, i, x, temb, context)
             x = _attend(self, i, x, context, num_frames)
         if self.upsamplers is not None:
             x = self.upsamplers[0](x, upsample_size)

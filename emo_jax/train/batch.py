@@ -1,0 +1,139 @@
+"""A pipeline batch -> the model's training inputs, inside the jitted step.
+
+Frames stay uint8 until here (a quarter of fp32's host-to-device bytes); the frozen VAE encodes the clip, the
+reference and the (augmented) motion frames on the device. Randomness (latent samples, noise, timesteps,
+condition dropout, augmentation) comes from one key per step.
+
+Batch in (B samples, F frames, n motion frames, S pixels): frames [B, F, S, S, 3], reference [B, S, S, 3],
+motion_frames [B, n, S, S, 3] (uint8), face_mask [B, S, S, 1], speed [B, F], audio_features [B, F, 2m + 1, L, D].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from emo_jax.diffusion import loss as diffusion_loss
+from emo_jax.diffusion import schedules
+from emo_jax.models.vae import AutoencoderKL
+
+
+@dataclasses.dataclass(frozen=True)
+class Dropout:
+    """Shares of samples trained without a condition (classifier-free guidance; reference, audio and both
+    exclusive), and without motion frames (a video's first clip)."""
+
+    reference: float = 0.0
+    audio: float = 0.0
+    both: float = 0.0
+    first_clip: float = 0.0
+
+    def __post_init__(self):
+        if self.reference + self.audio + self.both > 1:
+            raise ValueError(f"dropout shares reference + audio + both exceed 1: {self}")
+
+
+@dataclasses.dataclass(frozen=True)
+class MotionAugment:
+    """Motion frames are corrupted before encoding, so the model learns not to copy their errors (Hallo2):
+    Gaussian pixel noise of `noise_std` (pixels in [-1, 1]) and `patch_size` patches dropped to grey with
+    probability `patch_drop`."""
+
+    noise_std: float = 0.0
+    patch_drop: float = 0.0
+    patch_size: int = 16
+
+
+def to_pixels(frames: jax.Array) -> jax.Array:
+    """uint8 [..., 3] -> float32 in [-1, 1]."""
+    return frames.astype(jnp.float32) / 127.5 - 1.0
+
+
+def keep_masks(key: jax.Array, batch: int, dropout: Dropout) -> dict[str, jax.Array]:
+    """[B] 1/0 masks: reference_keep, audio_keep (one uniform draw per sample splits the shares) and has_motion."""
+    k_guidance, k_motion = jax.random.split(key)
+    u = jax.random.uniform(k_guidance, (batch,))
+    drop_reference = (u < dropout.reference) | (
+        (u >= dropout.reference + dropout.audio) & (u < dropout.reference + dropout.audio + dropout.both)
+    )
+    drop_audio = (u >= dropout.reference) & (u < dropout.reference + dropout.audio + dropout.both)
+    has_motion = jax.random.uniform(k_motion, (batch,)) >= dropout.first_clip
+    as_float = lambda m: m.astype(jnp.float32)
+    return dict(reference_keep=as_float(~drop_reference), audio_keep=as_float(~drop_audio), has_motion=as_float(has_motion))
+
+
+def augment_motion(key: jax.Array, pixels: jax.Array, augment: MotionAugment) -> jax.Array:
+    """Noise and dropped patches on motion frames [B, n, S, S, 3] in [-1, 1]."""
+    k_noise, k_patch = jax.random.split(key)
+    if augment.noise_std:
+        pixels = pixels + augment.noise_std * jax.random.normal(k_noise, pixels.shape)
+    if augment.patch_drop:
+        b, n, h, w, _ = pixels.shape
+        p = augment.patch_size
+        grid = jax.random.uniform(k_patch, (b, n, -(-h // p), -(-w // p), 1)) < augment.patch_drop
+        dropped = jnp.repeat(jnp.repeat(grid, p, axis=2), p, axis=3)[:, :, :h, :w]
+        pixels = jnp.where(dropped, 0.0, pixels)
+    return pixels
+
+
+def encode(vae: AutoencoderKL, key: jax.Array, pixels: jax.Array) -> jax.Array:
+    """Images [..., S, S, 3] in [-1, 1] -> scaled latent samples [..., S / f, S / f, C]."""
+    lead = pixels.shape[:-3]
+    flat = pixels.reshape((-1,) + pixels.shape[-3:])
+    latents = vae.encode(flat).sample(key) * vae.config.scaling_factor
+    return jax.lax.stop_gradient(latents.reshape(lead + latents.shape[1:]))
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """The noising side of the loss: schedule (abar), offset noise, min-SNR gamma, prediction type."""
+
+    abar: tuple[float, ...]
+    prediction_type: str
+    offset_noise: float = 0.0
+    snr_gamma: float | None = None
+
+    @classmethod
+    def from_config(cls, config: ml_collections.ConfigDict) -> Objective:
+        return cls(
+            abar=tuple(float(a) for a in schedules.alphas_cumprod(**config.schedule)),
+            prediction_type=config.model.prediction_type,
+            offset_noise=config.loss.offset_noise,
+            snr_gamma=config.loss.snr_gamma,
+        )
+
+
+def training_inputs(
+    vae: AutoencoderKL,
+    batch: dict[str, jax.Array],
+    key: jax.Array,
+    objective: Objective,
+    dropout: Dropout,
+    augment: MotionAugment,
+) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+    """-> (keyword arguments of `EMO.__call__`, {x0, noise, timesteps}: what the loss compares against)."""
+    keys = jax.random.split(key, 7)
+    x0 = encode(vae, keys[0], to_pixels(batch["frames"]))  # [B, F, h, w, C]
+    b = x0.shape[0]
+    timesteps = jax.random.randint(keys[1], (b,), 0, len(objective.abar))
+    noise = diffusion_loss.offset_noise(keys[2], x0.shape, objective.offset_noise)
+    abar = jnp.asarray(objective.abar)
+    inputs = dict(
+        noisy=schedules.add_noise(x0, noise, timesteps, abar),
+        timesteps=timesteps,
+        reference_latent=encode(vae, keys[3], to_pixels(batch["reference"])),
+        face_mask=batch["face_mask"].astype(jnp.float32),
+        **{k: v for k, v in keep_masks(keys[4], b, dropout).items()},
+    )
+    if "motion_frames" in batch:
+        pixels = augment_motion(keys[5], to_pixels(batch["motion_frames"]), augment)
+        inputs["motion_latents"] = encode(vae, keys[6], pixels)
+    else:
+        del inputs["has_motion"]
+    for name in ("audio_features", "speed"):
+        if name in batch:
+            inputs[name] = batch[name]
+    return inputs, dict(x0=x0, noise=noise, timesteps=timesteps)

@@ -1,0 +1,126 @@
+"""Training checkpoints in a workdir (Orbax `CheckpointManager`), and reading a finished stage's weights.
+
+    workdir/config.json                the run's full config (written once; a different config refuses to resume)
+    workdir/checkpoints/<step>/state   every array of the run: trainable and frozen EMO weights, the VAE,
+                                       optimizer state, EMA, step, RNG key
+    workdir/checkpoints/<step>/data    the grain iterator's position (one file per host)
+    workdir/checkpoints/<step>/config  the config again, so one step folder rebuilds its model on its own
+
+Saves are asynchronous and atomic: a step folder appears only when complete, so a run killed mid-save resumes
+from the checkpoint before. All hosts call `save`; Orbax writes each array's shards from the hosts that hold
+them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import grain
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+CONFIG_FILE = "config.json"
+# Config entries a resumed run may change: how long and how verbosely it runs, where files are, the mesh.
+RESUMABLE_CHANGES = ("train.", "data.data_dir", "data.worker_count", "init.", "vae.checkpoint", "mesh.")
+
+
+class Checkpoints:
+    """The checkpoints of one run. `save` every `every` steps (or when forced), keep the last `keep`."""
+
+    def __init__(self, workdir: str | Path, *, every: int, keep: int):
+        self.directory = Path(workdir).absolute() / "checkpoints"
+        self.every = every
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+        handlers = {
+            "state": ocp.StandardCheckpointHandler(),
+            "data": grain.checkpoint.CheckpointHandler(),
+            "config": ocp.JsonCheckpointHandler(),
+        }
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state: Any, iterator, config: dict, *, force: bool = False) -> bool:
+        """Starts an asynchronous save of `state` (a pytree of arrays) and the data position at every `every`-th
+        step, or when forced; True if it saved."""
+        if not (force or step % self.every == 0) or step == self.manager.latest_step():
+            return False
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=grain.checkpoint.CheckpointSave(iterator),
+            config=ocp.args.JsonSave(config),
+        )
+        return self.manager.save(step, args=args, force=force)
+
+    def restore(self, step: int, abstract_state: Any, iterator) -> Any:
+        """The state saved at `step`, placed as `abstract_state`'s shardings say; moves `iterator` to its
+        saved position."""
+        restored = self.manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state), data=grain.checkpoint.CheckpointRestore(iterator)
+            ),
+        )
+        return restored.state
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+def check_workdir_config(workdir: str | Path, config: dict, *, allow_changes: bool = False) -> None:
+    """Writes workdir/config.json on first use; later runs must bring the same config (apart from
+    `RESUMABLE_CHANGES`) unless `allow_changes`. Only process 0 writes."""
+    path = Path(workdir) / CONFIG_FILE
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        changed = [k for k in _differences(saved, config) if not k.startswith(RESUMABLE_CHANGES)]
+        if changed and not allow_changes:
+            shown = ", ".join(changed[:10]) + (f" and {len(changed) - 10} more" if len(changed) > 10 else "")
+            raise ValueError(
+                f"{path}: this workdir holds a run with another config (differs at {shown}); use another "
+                "--workdir, or --allow-config-change to resume it with this config"
+            )
+        if not changed:
+            return
+    if jax.process_index() == 0:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys where two JSON-like trees differ (lists and tuples compare equal)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b)) for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return [] if json.dumps(list(a)) == json.dumps(list(b)) else [prefix.rstrip(".")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def read_stage_params(path: str | Path) -> dict[str, np.ndarray]:
+    """The EMO weights (trainable and frozen, by dotted path, as numpy) of a training run: a workdir (its latest
+    checkpoint) or one step folder. Only those arrays are read, not the optimizer state."""
+    path = Path(path).absolute()
+    step_dir = path
+    if (path / "checkpoints").is_dir():
+        steps = sorted(int(p.name) for p in (path / "checkpoints").iterdir() if p.name.isdigit())
+        if not steps:
+            raise FileNotFoundError(f"{path}: a training workdir without any finished checkpoint")
+        step_dir = path / "checkpoints" / str(steps[-1])
+    if not (step_dir / "state").is_dir():
+        raise FileNotFoundError(f"{path}: neither a training workdir nor a checkpoint step folder (no state/)")
+    with ocp.PyTreeCheckpointer() as checkpointer:
+        tree = checkpointer.metadata(step_dir / "state").item_metadata.tree
+        wanted = {"state": {"trainable": tree["state"]["trainable"]}, "frozen": {"emo": tree["frozen"]["emo"]}}
+        restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
+        restored = checkpointer.restore(
+            step_dir / "state", args=ocp.args.PyTreeRestore(wanted, restore_args=restore_args, partial_restore=True)
+        )
+    weights = {**restored["state"]["trainable"], **restored["frozen"]["emo"]}
+    return {key: np.asarray(value) for key, value in weights.items()}
