@@ -20,17 +20,18 @@ def compute_of(config: ml_collections.ConfigDict) -> Compute:
     return Compute(dtype=DTYPES[c.dtype], attention=c.attention, remat=bool(c.get("remat", False)))
 
 
-def build_emo(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> EMO:
-    return EMO(EMOConfig.from_dict(config.model), compute=compute_of(config), rngs=rngs)
+def build_emo(config: ml_collections.ConfigDict, seed: int = 0) -> EMO:
+    """The EMO model at its random initialisation from `seed`."""
+    return EMO(EMOConfig.from_dict(config.model), compute=compute_of(config), rngs=nnx.Rngs(seed))
 
 
 def vae_config(config: ml_collections.ConfigDict) -> AutoencoderKLConfig:
     return AutoencoderKLConfig(**dict(config.vae.layout.to_dict(), scaling_factor=config.vae.scaling_factor))
 
 
-def build_vae(config: ml_collections.ConfigDict, rngs: nnx.Rngs, *, random_ok: bool = False) -> AutoencoderKL:
+def build_vae(config: ml_collections.ConfigDict, seed: int = 0, *, random_ok: bool = False) -> AutoencoderKL:
     """The config's frozen VAE: a converted checkpoint folder (`vae.checkpoint`, from `emo-jax convert`), or its
-    layout at random init from `rngs` where `vae.random` (the tiny size) or `random_ok` (shapes only)."""
+    layout at random init from `seed` where `vae.random` (the tiny size) or `random_ok` (shapes only)."""
     compute = compute_of(config)
     if config.vae.checkpoint:
         from emo_jax.checkpoint import load_model
@@ -43,4 +44,4 @@ def build_vae(config: ml_collections.ConfigDict, rngs: nnx.Rngs, *, random_ok: b
         raise ValueError(
             "config.vae.checkpoint is empty: give a converted SD VAE folder (emo-jax convert path/to/sd15 --out DIR)"
         )
-    return AutoencoderKL(vae_config(config), compute=compute, rngs=rngs)
+    return AutoencoderKL(vae_config(config), compute=compute, rngs=nnx.Rngs(seed))

@@ -44,9 +44,8 @@ def run_demo(config: ml_collections.ConfigDict, demo_timestep: int = 500) -> Dem
     from emo_jax.audio import LogMelFeatures, frame_features
     from emo_jax.data.synthetic import speech_audio
 
-    rngs = nnx.Rngs(config.seed)
-    vae = build_vae(config, rngs)
-    model = build_emo(config, rngs)
+    vae = build_vae(config, config.seed + 1)
+    model = build_emo(config, config.seed)
     abar = jnp.asarray(alphas_cumprod(**config.schedule))
     scale = vae.config.scaling_factor
     frames, size, fps = config.data.num_frames, config.data.size, config.data.fps

@@ -122,3 +122,39 @@ def test_another_configs_workdir_is_refused(logmel_dataset_dir, tmp_path):
     with pytest.raises(ValueError, match="another config.*model.prediction_type, optimizer.learning_rate"):
         check_workdir_config(tmp_path, config.to_dict())
     check_workdir_config(tmp_path, config.to_dict(), allow_changes=True)
+
+
+@pytest.mark.slow
+def test_a_nan_stops_the_run_after_saving_the_last_good_state(logmel_dataset_dir, tmp_path, monkeypatch):
+    """Step 1 logs, draws its frame grid and checkpoints; step 2's batch carries a NaN: the run names the step and
+    the batch's videos, saves, and stops; the saved weights are step 1's."""
+    from emo_jax.train import sharding, trainer
+    from emo_jax.train.checkpointing import read_stage_params
+
+    config = micro_config(0, data_dir=str(logmel_dataset_dir))
+    config.train.update(steps=3, checkpoint_every=1, image_every=1)
+    place = sharding.global_batch
+    calls = []
+
+    def poisoned(host, mesh):
+        calls.append(1)
+        if len(calls) == 2:
+            host = dict(host, speed=np.full_like(host["speed"], np.nan))
+        return place(host, mesh)
+
+    monkeypatch.setattr(sharding, "global_batch", poisoned)
+    with pytest.raises(trainer.NonFiniteLoss, match=r"step 2: loss nan .* is not finite \(batch: \w+ frame \d+"):
+        trainer.train(config, tmp_path, progress=False)
+
+    (logged,) = _logged(tmp_path)
+    assert logged["step"] == 1 and np.isfinite(logged["loss"])
+    expected = {"loss", "grad_norm", "learning_rate", "step_seconds", "examples_per_second", "memory_bytes"}
+    assert expected <= set(logged) and any(k.startswith("loss_t") for k in logged)
+    assert logged["flops_per_second"] > 0
+    assert list((tmp_path / "images").glob("step_0000001.png")) and list(tmp_path.glob("events.out.tfevents.*"))
+    assert json.loads((tmp_path / "config.json").read_text())["model"]["prediction_type"] == "epsilon"
+    good, after_nan = (read_stage_params(tmp_path / "checkpoints" / str(s)) for s in (1, 2))
+    assert good.keys() == after_nan.keys()
+    for key in good:
+        np.testing.assert_array_equal(after_nan[key], good[key])
+        assert np.isfinite(good[key]).all()

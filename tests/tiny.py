@@ -35,6 +35,6 @@ def micro_config(stage: int = 0, **data):
         )
     config.model.face_locator_channels = (8,)
     config.vae.layout.update(block_out_channels=(16,), norm_num_groups=8)
-    config.data.update(size=16, batch_size=2, worker_count=0, **data)
+    config.data.update({"size": 16, "batch_size": 2, "worker_count": 0, **data})
     config.train.update(log_every=1, image_every=0)
     return config

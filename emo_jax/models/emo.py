@@ -265,12 +265,18 @@ class EMO(nnx.Module):
     ) -> jax.Array:
         """Training forward. reference_latent: [B, h, w, 4]; motion_latents: [B, n, h, w, 4] with has_motion
         [B] (default all 1); *_keep: [B] 1/0 condition dropout. Other arguments as `denoise`. -> [B, F, h, w, 4]."""
-        reference = self.encode_reference(reference_latent)
-        motion = None
-        if motion_latents is not None and self.config.backbone.motion is not None:
-            if has_motion is None:
-                has_motion = jnp.ones((noisy.shape[0],))
-            motion = self.encode_motion(motion_latents, has_motion)
+        b = noisy.shape[0]
+        if motion_latents is None or self.config.backbone.motion is None:
+            reference, motion = self.encode_reference(reference_latent), None
+        else:  # one ReferenceNet pass over the reference and the motion frames together: [B + B * n, h, w, C]
+            _expect("motion latents", motion_latents, (b, None) + reference_latent.shape[1:])
+            n = motion_latents.shape[1]
+            latents = jnp.concatenate([reference_latent, motion_latents.reshape((b * n,) + motion_latents.shape[2:])])
+            attention_inputs, hidden = self._collect(latents)
+            reference = {k: v[:b] for k, v in attention_inputs.items()}
+            features = hidden if self.config.backbone.motion.motion_features == "residual" else attention_inputs
+            has_motion = jnp.ones((b,)) if has_motion is None else has_motion
+            motion = _per_sample({k: v[b:].reshape((b, n) + v.shape[1:]) for k, v in features.items()}, has_motion)
         return self.denoise(
             noisy,
             timesteps,

@@ -115,22 +115,27 @@ def training_inputs(
     augment: MotionAugment,
 ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
     """-> (keyword arguments of `EMO.__call__`, {x0, noise, timesteps}: what the loss compares against)."""
-    keys = jax.random.split(key, 7)
-    x0 = encode(vae, keys[0], to_pixels(batch["frames"]))  # [B, F, h, w, C]
-    b = x0.shape[0]
-    timesteps = jax.random.randint(keys[1], (b,), 0, len(objective.abar))
-    noise = diffusion_loss.offset_noise(keys[2], x0.shape, objective.offset_noise)
+    keys = jax.random.split(key, 6)
+    frames = to_pixels(batch["frames"])  # [B, F, S, S, 3]
+    b, f = frames.shape[:2]
+    images = [frames.reshape((b * f,) + frames.shape[2:]), to_pixels(batch["reference"])]
+    if "motion_frames" in batch:
+        motion = augment_motion(keys[0], to_pixels(batch["motion_frames"]), augment)
+        images.append(motion.reshape((-1,) + motion.shape[2:]))
+    latents = encode(vae, keys[1], jnp.concatenate(images))  # one VAE pass over every image of the batch
+    x0 = latents[: b * f].reshape((b, f) + latents.shape[1:])  # [B, F, h, w, C]
+    timesteps = jax.random.randint(keys[2], (b,), 0, len(objective.abar))
+    noise = diffusion_loss.offset_noise(keys[3], x0.shape, objective.offset_noise)
     abar = jnp.asarray(objective.abar)
     inputs = dict(
         noisy=schedules.add_noise(x0, noise, timesteps, abar),
         timesteps=timesteps,
-        reference_latent=encode(vae, keys[3], to_pixels(batch["reference"])),
+        reference_latent=latents[b * f : b * f + b],
         face_mask=batch["face_mask"].astype(jnp.float32),
-        **{k: v for k, v in keep_masks(keys[4], b, dropout).items()},
+        **keep_masks(keys[4], b, dropout),
     )
     if "motion_frames" in batch:
-        pixels = augment_motion(keys[5], to_pixels(batch["motion_frames"]), augment)
-        inputs["motion_latents"] = encode(vae, keys[6], pixels)
+        inputs["motion_latents"] = latents[b * f + b :].reshape((b, -1) + latents.shape[1:])
     else:
         del inputs["has_motion"]
     for name in ("audio_features", "speed"):

@@ -92,11 +92,11 @@ class Trainer:
         self.lr = learning_rate(config)
         self.ema_decay = float(config.ema.decay)
 
-        shapes = nnx.eval_shape(lambda: build_emo(config, nnx.Rngs(config.seed)))
+        shapes = nnx.eval_shape(lambda: build_emo(config, config.seed))
         trainable_paths(shapes, config.trainable)  # a pattern that matches nothing is a typo: fail now
         self.graphdef, trainable, frozen = nnx.split(shapes, trainable_filter(config.trainable), ...)
         self.trainable, self.frozen = _Weights(trainable), _Weights(frozen)
-        vae_shapes = nnx.eval_shape(lambda: build_vae(config, nnx.Rngs(config.seed), random_ok=True))
+        vae_shapes = nnx.eval_shape(lambda: build_vae(config, config.seed, random_ok=True))
         self.vae_graphdef, vae_state = nnx.split(vae_shapes)
         self.vae = _Weights(vae_state)
         self.abstract = abstract
@@ -128,10 +128,9 @@ class Trainer:
         """(state, frozen, what init did): the stage's starting weights (config.init), placed on the mesh."""
         from emo_jax.train.init import initialise
 
-        rngs = nnx.Rngs(self.config.seed)
-        model = build_emo(self.config, rngs)
+        model = build_emo(self.config, self.config.seed)
         done = initialise(model, self.config)
-        vae = build_vae(self.config, rngs)
+        vae = build_vae(self.config, self.config.seed + 1)
         _, trainable, frozen = nnx.split(model, trainable_filter(self.config.trainable), ...)
         trainable = _flat(trainable)
         state = {
@@ -168,7 +167,7 @@ class Trainer:
             )
 
         (loss, per_sample), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["trainable"])
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates, opt = self.tx.update(grads, state["opt"], state["trainable"])
         new = {"trainable": optax.apply_updates(state["trainable"], updates), "opt": opt}
