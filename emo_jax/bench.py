@@ -1,10 +1,12 @@
-"""Benchmarks: `python -m emo_jax.bench {unet,audio,data} [options]`.
+"""Benchmarks: `python -m emo_jax.bench {unet,audio,data,train,compile} [options]`.
 
 unet: the jitted Flax UNet forward against diffusers' PyTorch forward;
 audio: wav2vec2 (base size, random weights) on speech-like audio against transformers' PyTorch model.
 Same config, weights and inputs on both sides, on this machine: warm-up calls, then the median of `--repeats`
 timed calls. PyTorch is timed only when torch, diffusers and transformers are installed (the `test` extra).
 data: preprocessing (videos per minute) and the grain pipeline (clips per second) on a corpus it writes first.
+train: training steps of a config (random batches of its shapes): step time, examples/s, FLOPs and MFU.
+compile: a config's training step built abstractly and compiled for a mesh: memory and FLOPs per device.
 """
 
 from __future__ import annotations
@@ -229,6 +231,98 @@ def bench_data(args: argparse.Namespace) -> None:
         del iterator  # stop its worker processes now
 
 
+def _trainer(args: argparse.Namespace, *, abstract: bool):
+    from emo_jax.config import apply_overrides, load_config
+    from emo_jax.train import sharding
+    from emo_jax.train.trainer import Trainer
+
+    config = apply_overrides(load_config(args.config), args.overrides)
+    if args.remat:
+        config.compute.remat = True
+    if args.dtype:
+        config.compute.dtype = args.dtype
+    shape = tuple(int(x) for x in args.mesh.split(","))
+    needed = int(np.prod([s for s in shape if s > 0]))
+    if jax.device_count() < needed:
+        raise SystemExit(
+            f"mesh {shape} needs {needed} devices, JAX sees {jax.device_count()}; on CPU simulate them with "
+            f"XLA_FLAGS=--xla_force_host_platform_device_count={needed}"
+        )
+    mesh = sharding.make_mesh(shape, jax.devices()[:needed] if -1 not in shape else None)
+    data_ways = mesh.shape["data"] * mesh.shape["fsdp"]
+    config.data.batch_size = args.batch_per_device * data_ways if args.batch_per_device else config.data.batch_size
+    return config, mesh, Trainer(config, mesh, abstract=abstract)
+
+
+def matmul_peak_flops(size: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of a jitted fp32 [size, size] matmul on the first device: this machine's practical peak."""
+    x = jnp.ones((size, size), jnp.float32)
+    f = jax.jit(lambda a: a @ a)
+    seconds = median_seconds(lambda: jax.block_until_ready(f(x)), warmup=2, repeats=repeats)
+    return 2 * size**3 / seconds
+
+
+def bench_train(args: argparse.Namespace) -> None:
+    from emo_jax.train import sharding
+    from emo_jax.train.batch import example_batch
+    from emo_jax.train.metrics import peak_flops
+    from emo_jax.train.trainer import step_flops
+
+    config, mesh, trainer = _trainer(args, abstract=False)
+    state, frozen, _ = trainer.initial_state()
+    batch = sharding.global_batch(example_batch(config), mesh)
+    start = time.perf_counter()
+    step = trainer.compiled_step(batch)
+    compile_s = time.perf_counter() - start
+    flops = step_flops(step)
+
+    def one():
+        nonlocal state
+        state, out = step(state, frozen, batch)
+        jax.block_until_ready(out)
+
+    seconds = median_seconds(one, warmup=args.warmup, repeats=args.repeats)
+    device = jax.devices()[0]
+    peak, source = peak_flops(device), "datasheet"
+    if peak is None:
+        peak, source = matmul_peak_flops(), "measured fp32 matmul"
+    d = config.data
+    print(
+        f"train step, {args.config} ({config.compute.dtype}, remat {config.compute.remat}): batch {d.batch_size} x "
+        f"{d.num_frames}+{d.num_motion_frames} frames at {d.size}px on {mesh.devices.size} x {device.device_kind}"
+    )
+    print(f"  compile {compile_s:.1f} s; step median of {args.repeats}: {seconds * 1e3:.0f} ms, "
+          f"{d.batch_size / seconds:.2f} examples/s")
+    print(f"  {flops / 1e9:.1f} GFLOP per step per device (XLA cost analysis): {flops / seconds / 1e9:.1f} GFLOP/s; "
+          f"peak {peak / 1e9:.0f} GFLOP/s ({source}): MFU {flops / seconds / peak:.1%}")
+
+
+def bench_compile(args: argparse.Namespace) -> None:
+    from emo_jax.train.batch import example_batch
+    from emo_jax.train.trainer import step_flops
+
+    config, mesh, trainer = _trainer(args, abstract=True)
+    start = time.perf_counter()
+    compiled = trainer.compiled_step(example_batch(config, abstract=True))
+    seconds = time.perf_counter() - start
+    memory = compiled.memory_analysis()
+    d = config.data
+    print(
+        f"{args.config}: batch {d.batch_size} ({args.batch_per_device or '-'} per device) x {d.num_frames}+"
+        f"{d.num_motion_frames} frames at {d.size}px, {config.compute.dtype}, remat {config.compute.remat}, "
+        f"mesh {dict(mesh.shape)}; compiled in {seconds:.0f} s"
+    )
+    gib = 2**30
+    sizes = {
+        name: getattr(memory, f"{name}_size_in_bytes", 0)
+        for name in ("argument", "output", "temp", "alias", "generated_code")
+    }
+    total = sizes["argument"] + sizes["output"] + sizes["temp"] - sizes["alias"]
+    print("  per device: " + ", ".join(f"{k} {v / gib:.2f} GiB" for k, v in sizes.items()))
+    print(f"  peak estimate (argument + output + temp - alias): {total / gib:.2f} GiB; "
+          f"{step_flops(compiled) / 1e12:.2f} TFLOP per step per device")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m emo_jax.bench", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="bench", required=True)
@@ -264,11 +358,29 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--batches", type=int, default=60, help="batches timed")
     data.add_argument("--workdir", help="folder for the corpus (default: a new temporary folder)")
     data.set_defaults(func=bench_data)
+
+    for name, func, what in (
+        ("train", bench_train, "training steps of a config: time, examples/s, MFU"),
+        ("compile", bench_compile, "a config's training step compiled abstractly: memory and FLOPs per device"),
+    ):
+        p = sub.add_parser(name, help=what, description="Config entries: --config.a.b=value.")
+        p.add_argument("--config", default="tiny", help="config file[:arg] (default: tiny)")
+        p.add_argument("--mesh", default="-1,1,1", help="data,fsdp,tensor (default -1,1,1: all devices data)")
+        p.add_argument("--batch-per-device", type=int, default=0, help="batch per data-parallel device (0: config)")
+        p.add_argument("--remat", action="store_true", help="recompute blocks in the backward pass")
+        p.add_argument("--dtype", choices=["float32", "bfloat16"], help="compute dtype (default: the config's)")
+        p.add_argument("--warmup", type=int, default=1)
+        p.add_argument("--repeats", type=int, default=5)
+        p.set_defaults(func=func, overrides=[])
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    args, rest = build_parser().parse_known_args(argv)
+    if rest and args.bench not in ("train", "compile"):
+        build_parser().parse_args(argv)  # the usual error for unknown arguments
+    if rest:
+        args.overrides = rest
     args.func(args)
 
 

@@ -3,8 +3,10 @@
 Both nets take SD's spatial weights. What EMO changes in them, and so does not load, is fixed by rules:
   * no text: spatial attn2 (and its norm2) do not exist unless the net keeps text cross-attention
     (`cross_attention_dim`) -> SD's attn2 keys are left out;
-  * 'cross' reference attention at the blocks' own width: attn2.to_q / to_out / norm2 load, to_k / to_v
-    (768-wide in SD) start from their init;
+  * 'cross' reference attention at the blocks' own width: attn2.to_q / to_out / norm2 load from SD's attn2;
+    to_k / to_v (768-wide text projections in SD) load from the same block's attn1.to_k / to_v, which were
+    trained to read exactly what reference features are (a block's normed hidden states), so the reference
+    enters at step 0 through pretrained projections rather than random ones;
   * layers SD has no counterpart for (motion modules, audio and speed attention) keep their init, the motion
     modules until `from_animatediff_motion_adapter` fills them.
 Every other key must match exactly (`load_state_dict`'s errors).
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 
 _SPATIAL_ATTN2 = re.compile(r"\.transformer_blocks\.\d+\.(attn2|norm2)\.")
 _SPATIAL_ATTN2_KV = re.compile(r"\.transformer_blocks\.\d+\.attn2\.(to_k|to_v)\.")
+_FROM_ATTN1 = "#from_attn1"
 
 
 def _sd_into(net: UNet, state_dict: Mapping[str, np.ndarray], source: str) -> UNet:
@@ -42,13 +45,17 @@ def _sd_into(net: UNet, state_dict: Mapping[str, np.ndarray], source: str) -> UN
     if dropped:
         log.info("%s: %d SD keys left out (EMO has no text cross-attention), e.g. %s", source, len(dropped), dropped[0])
 
+    if left_out is _SPATIAL_ATTN2_KV:  # attn2's keys/values from the block's attn1
+        copies = {k.replace(".attn1.", ".attn2.") + _FROM_ATTN1: v for k, v in state_dict.items() if ".attn1." in k}
+        state_dict = {**state_dict, **{k: v for k, v in copies.items() if _SPATIAL_ATTN2_KV.search(f".{k}")}}
+
     def rename(key: str) -> str | None:
+        if key.endswith(_FROM_ATTN1):
+            return key[: -len(_FROM_ATTN1)]
         return None if left_out is not None and left_out.search(f".{key}") else key
 
     def from_sd(path: str) -> bool:
-        if ".motion_modules." in f".{path}" or EMO_ONLY_LAYERS.search(path):
-            return False
-        return not (left_out is _SPATIAL_ATTN2_KV and _SPATIAL_ATTN2_KV.search(f".{path}"))
+        return ".motion_modules." not in f".{path}" and not EMO_ONLY_LAYERS.search(path)
 
     return load_state_dict(net, state_dict, source=source, rename=rename, only=from_sd)
 

@@ -15,6 +15,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from emo_jax.diffusion import loss as diffusion_loss
 from emo_jax.diffusion import schedules
@@ -142,3 +143,35 @@ def training_inputs(
         if name in batch:
             inputs[name] = batch[name]
     return inputs, dict(x0=x0, noise=noise, timesteps=timesteps)
+
+
+def example_batch(
+    config: ml_collections.ConfigDict, *, batch_size: int | None = None, abstract: bool = False, seed: int = 0
+) -> dict:
+    """A batch shaped as the pipeline yields it for `config` (random pixels and conditions), or its
+    `jax.ShapeDtypeStruct`s: for benchmarks, compile studies and tests that need no dataset."""
+    d = config.data
+    b, f, n, s = batch_size or d.batch_size, d.num_frames, d.num_motion_frames, d.size
+    shapes = {
+        "frames": ((b, f, s, s, 3), np.uint8),
+        "reference": ((b, s, s, 3), np.uint8),
+        "face_mask": ((b, s, s, 1), np.uint8),
+        "speed": ((b, f), np.float32),
+    }
+    if n:
+        shapes["motion_frames"] = ((b, n, s, s, 3), np.uint8)
+    audio = config.model.get("audio")
+    if audio is not None:
+        shapes["audio_features"] = ((b, f, 2 * d.window + 1, audio.blocks, audio.channels), np.float32)
+    if abstract:
+        return {k: jax.ShapeDtypeStruct(shape, dtype) for k, (shape, dtype) in shapes.items()}
+    rng = np.random.default_rng(seed)
+    batch = {}
+    for name, (shape, dtype) in shapes.items():
+        if dtype == np.uint8:
+            batch[name] = rng.integers(0, 256 if name != "face_mask" else 2, shape, dtype=np.uint8)
+        elif name == "speed":
+            batch[name] = rng.uniform(0, 2, shape).astype(np.float32)
+        else:
+            batch[name] = rng.standard_normal(shape).astype(np.float32)
+    return batch
