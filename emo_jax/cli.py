@@ -148,7 +148,11 @@ def _preprocess(args: argparse.Namespace) -> None:
     from emo_jax.data.preprocess import PreprocessConfig, preprocess_folder
 
     config = PreprocessConfig(
-        size=args.size, fps=args.fps, clip_frames=args.clip_frames, use_sidecar=not args.no_sidecar
+        size=args.size,
+        fps=args.fps,
+        clip_frames=args.clip_frames,
+        use_sidecar=not args.no_sidecar,
+        keep_silent=args.keep_silent,
     )
     report = preprocess_folder(args.videos, args.out, config, workers=args.workers)
     skipped = ", ".join(f"{reason} {n}" for reason, n in sorted(report["skipped"].items())) or "none"
@@ -254,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--clip-frames", type=int, default=125, help="frames per stored clip")
     pre.add_argument("--workers", type=int, default=1, help="processes working on videos in parallel")
     pre.add_argument("--no-sidecar", action="store_true", help="detect faces even where a ground-truth JSON exists")
+    pre.add_argument(
+        "--keep-silent", action="store_true", help="keep videos without audio, marked (stage 1 only; e.g. VFHQ)"
+    )
     pre.set_defaults(func=_preprocess)
 
     build = sub.add_parser("build-dataset", help="preprocessed clips -> TFDS dataset (array_record) for training")

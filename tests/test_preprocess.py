@@ -148,3 +148,38 @@ def test_a_30_fps_video_comes_out_at_25_fps_with_its_truth_read_by_time(tmp_path
     errors = np.abs(decoded.astype(float)[:, None] - video.frames[None].astype(float)).mean(axis=(2, 3, 4))
     nearest = errors.argmin(axis=1)  # neighbouring frames differ little, so allow a codec-noise miss or two
     assert (np.abs(nearest - source) <= 1).all() and (nearest == source).mean() >= 0.9  # measured: all 50 equal
+
+
+def test_silent_videos_are_kept_for_stage_one_only_when_asked(preprocessed, tmp_path):
+    """`keep_silent` (VFHQ has no audio): the silent film is kept, marked, and reaches a stage-1 loader, while
+    loaders that need audio leave it out."""
+    import shutil
+
+    from emo_jax.data.pipeline import PipelineConfig, data_source, make_loader
+    from emo_jax.data.tfds_builder import build_dataset
+
+    videos, _, _ = preprocessed
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for name in ("silent_film", "talk_a"):
+        shutil.copy(videos / f"{name}.mp4", folder)
+        if (videos / f"{name}.json").is_file():
+            shutil.copy(videos / f"{name}.json", folder)
+    report = preprocess.preprocess_folder(
+        folder,
+        tmp_path / "out",
+        preprocess.PreprocessConfig(size=64, keep_silent=True, min_face_fraction=0.7),  # cascade: 79% of frames
+        progress=False,
+    )
+    assert report["done"] == 2 and report["silent"] == 1 and report["skipped"] == {}
+    silent = preprocess.load_processed(tmp_path / "out" / "videos" / "silent_film.npz")
+    assert not silent["has_audio"] and not silent["audio"].any() and len(silent["audio"]) == len(silent["jpeg"]) * 640
+    build_dataset(tmp_path / "out", tmp_path / "tfds", config="logmel")
+    source = data_source(tmp_path / "tfds", "logmel")
+
+    def seen(**changes):
+        config = PipelineConfig(num_frames=1, num_motion_frames=0, size=32, batch_size=1, worker_count=0, **changes)
+        return {str(b["video_id"][0]) for b in make_loader(source, config, num_epochs=4)}
+
+    assert seen(require_audio=False) == {"silent_film", "talk_a"}
+    assert seen() == {"talk_a"}

@@ -37,6 +37,7 @@ class PipelineConfig:
     window: int = 2  # m: audio context frames on each side
     reference_gap: int = 12  # the reference is at least this many frames from the clip where the record allows
     mask_frames: int = 0  # the face mask covers at least this many frames around the clip (0: the clip's own)
+    require_audio: bool = True  # leave out clips of silent videos (kept by `preprocess --keep-silent` for stage 1)
     batch_size: int = 4
     seed: int = 0
     worker_count: int = 2  # processes running SampleClip; 0: in this process
@@ -44,6 +45,13 @@ class PipelineConfig:
     # Records are whole clips (MBs of JPEGs), not grain's default 1-10 KiB: a few reader threads, a short buffer.
     read_threads: int = 2
     read_buffer: int = 8
+
+
+class HasAudio(grain.transforms.Filter):
+    """Keeps the records of videos with audio."""
+
+    def filter(self, element: dict) -> bool:
+        return bool(element.get("has_audio", True))
 
 
 class SampleClip(grain.transforms.RandomMap):
@@ -169,7 +177,8 @@ def make_loader(source, config: PipelineConfig, *, shard_options=None, num_epoch
     return grain.DataLoader(
         data_source=source,
         sampler=sampler,
-        operations=[SampleClip(config), grain.transforms.Batch(config.batch_size, drop_remainder=True)],
+        operations=([HasAudio()] if config.require_audio else [])
+        + [SampleClip(config), grain.transforms.Batch(config.batch_size, drop_remainder=True)],
         worker_count=config.worker_count,
         worker_buffer_size=config.worker_buffer_size,
         read_options=grain.ReadOptions(num_threads=config.read_threads, prefetch_buffer_size=config.read_buffer),

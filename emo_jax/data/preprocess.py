@@ -48,6 +48,7 @@ class PreprocessConfig:
     detect_every: int = 2  # frames between face detections; boxes and pose are interpolated in between
     jpeg_quality: int = 95
     use_sidecar: bool = True  # a `<video>.json` with ground truth beside the video replaces the detector
+    keep_silent: bool = False  # keep videos without audio (silence stored, marked): stage 1 can use them (VFHQ)
 
 
 class SkipVideo(Exception):
@@ -63,7 +64,8 @@ class SkipVideo(Exception):
 class ProcessedVideo:
     """One video, face-centred. jpeg: T JPEG-encoded [size, size, 3] frames; audio: [T * samples per frame]
     16 kHz; boxes: [T, 4] face boxes in crop pixels; pose: [T, 3] yaw, pitch, roll (deg); speed: [T] deg/frame;
-    clips: [K, 2] start, end frame; crop: x, y, side in source pixels."""
+    clips: [K, 2] start, end frame; crop: x, y, side in source pixels; has_audio: False for a silent video kept
+    with `keep_silent` (its audio is zeros; stages that need audio skip it)."""
 
     jpeg: list[bytes]
     audio: np.ndarray
@@ -73,6 +75,7 @@ class ProcessedVideo:
     clips: np.ndarray
     crop: tuple[int, int, int]
     fps: float
+    has_audio: bool = True
 
     def save(self, path: Path) -> None:
         """One .npz (no pickles: the JPEGs are one byte array and its offsets), written atomically."""
@@ -87,6 +90,7 @@ class ProcessedVideo:
             clips=self.clips.astype(np.int64),
             crop=np.asarray(self.crop, np.int64),
             fps=np.float32(self.fps),
+            has_audio=np.bool_(self.has_audio),
         )
         tmp = path.with_name(path.name + ".tmp.npz")
         np.savez(tmp, **arrays)
@@ -99,6 +103,7 @@ def load_processed(path: str | Path) -> dict[str, np.ndarray]:
         arrays = dict(stored)
     data, offsets = arrays.pop("jpeg"), arrays.pop("jpeg_offsets")
     arrays["jpeg"] = [data[a:b].tobytes() for a, b in zip(offsets[:-1], offsets[1:])]
+    arrays.setdefault("has_audio", np.bool_(True))  # stored before silent videos could be kept
     return arrays
 
 
@@ -167,7 +172,9 @@ def preprocess_video(path: str | Path, config: PreprocessConfig, detector=None) 
     try:
         audio = load_audio(path)
     except AudioError as error:
-        raise SkipVideo("no audio", str(error)) from None
+        if not config.keep_silent:
+            raise SkipVideo("no audio", str(error)) from None
+        audio = None
     sidecar = path.with_suffix(".json")
     use_sidecar = config.use_sidecar and sidecar.is_file()
     if not use_sidecar and detector is None:
@@ -176,7 +183,8 @@ def preprocess_video(path: str | Path, config: PreprocessConfig, detector=None) 
         track, num_frames = _detect(path, config, info, None if use_sidecar else detector)
     except VideoError as error:
         raise SkipVideo("unreadable", str(error)) from None
-    num_frames = min(num_frames, int(len(audio) * config.fps / SAMPLE_RATE))  # the shorter stream decides
+    if audio is not None:
+        num_frames = min(num_frames, int(len(audio) * config.fps / SAMPLE_RATE))  # the shorter stream decides
     if num_frames < config.min_frames:
         raise SkipVideo("too short", f"{num_frames} frames with audio at {config.fps:g} fps, need {config.min_frames}")
     if use_sidecar:
@@ -199,6 +207,9 @@ def preprocess_video(path: str | Path, config: PreprocessConfig, detector=None) 
     if len(jpeg) != num_frames:
         raise SkipVideo("unreadable", f"{path}: second pass gave {len(jpeg)} frames, first {num_frames}")
     bounds = samples_per_frame_bounds(num_frames, config.fps)
+    has_audio = audio is not None
+    if not has_audio:
+        audio = np.zeros(bounds[-1], np.float32)
     crop_boxes = (boxes - np.array([x, y, x, y], np.float32)) * (config.size / side)
     return ProcessedVideo(
         jpeg=jpeg,
@@ -209,6 +220,7 @@ def preprocess_video(path: str | Path, config: PreprocessConfig, detector=None) 
         clips=clip_ranges(num_frames, config.clip_frames, config.min_frames),
         crop=(x, y, side),
         fps=config.fps,
+        has_audio=has_audio,
     )
 
 
@@ -253,7 +265,9 @@ def process_one(path: Path, name: str, out: Path, config: PreprocessConfig) -> d
     try:
         video = preprocess_video(path, config, detector=_worker_detector())
         video.save(out / "videos" / f"{name}.npz")
-        status.update(status="done", frames=len(video.jpeg), clips=len(video.clips), crop=list(video.crop))
+        status.update(
+            status="done", frames=len(video.jpeg), clips=len(video.clips), crop=list(video.crop), audio=video.has_audio
+        )
     except SkipVideo as skip:
         status.update(status="skipped", reason=skip.reason, detail=skip.detail)
     except Exception as error:  # a bug or an odd file must not end a run over thousands of videos
@@ -328,6 +342,7 @@ def summarise(out: Path, config: PreprocessConfig) -> dict:
         "config": dataclasses.asdict(config),
         "videos": len(statuses),
         "done": len(done),
+        "silent": sum(not s.get("audio", True) for s in done),  # kept without audio (keep_silent)
         "skipped": reasons,
         "frames": sum(s["frames"] for s in done),
         "clips": sum(s["clips"] for s in done),

@@ -44,7 +44,10 @@ class EmoClips(tfds.core.GeneratorBasedBuilder):
     """
 
     VERSION = tfds.core.Version("1.1.0")
-    RELEASE_NOTES = {"1.0.0": "First release.", "1.1.0": "Audio features with a margin beyond each clip."}
+    RELEASE_NOTES = {
+        "1.0.0": "First release.",
+        "1.1.0": "Audio features with a margin beyond each clip; has_audio marks silent videos.",
+    }
     BUILDER_CONFIGS = [
         EmoClipsConfig(name="samples", description="16 kHz audio samples per clip"),
         EmoClipsConfig(name="logmel", description="log-mel audio features per frame", audio="logmel"),
@@ -65,6 +68,7 @@ class EmoClips(tfds.core.GeneratorBasedBuilder):
             "video_id": tfds.features.Text(),
             "clip_start": tfds.features.Scalar(dtype=np.int32, doc="first frame's index in the video"),
             "fps": tfds.features.Scalar(dtype=np.float32),
+            "has_audio": tfds.features.Scalar(dtype=np.bool_, doc="False: a silent video (stage 1 only)"),
         }
         if self.builder_config.audio == "samples":
             features["audio"] = tfds.features.Tensor(shape=(None,), dtype=np.float32, doc="16 kHz mono")
@@ -107,6 +111,7 @@ def video_examples(path: str, config: dict):
             "video_id": video_id,
             "clip_start": int(start),
             "fps": float(video["fps"]),
+            "has_audio": bool(video["has_audio"]),
         }
         if features is None:
             example["audio"] = video["audio"][bounds[start] : bounds[end]]

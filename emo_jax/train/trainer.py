@@ -323,6 +323,7 @@ def train(
             seed=config.seed,
             worker_count=d.worker_count,
             mask_frames=d.mask_window if d.num_frames == 1 else 0,
+            require_audio=config.model.get("audio") is not None,
         ),
     )
     iterator = iter(loader)
