@@ -291,10 +291,14 @@ def bench_train(args: argparse.Namespace) -> None:
         f"train step, {args.config} ({config.compute.dtype}, remat {config.compute.remat}): batch {d.batch_size} x "
         f"{d.num_frames}+{d.num_motion_frames} frames at {d.size}px on {mesh.devices.size} x {device.device_kind}"
     )
-    print(f"  compile {compile_s:.1f} s; step median of {args.repeats}: {seconds * 1e3:.0f} ms, "
-          f"{d.batch_size / seconds:.2f} examples/s")
-    print(f"  {flops / 1e9:.1f} GFLOP per step per device (XLA cost analysis): {flops / seconds / 1e9:.1f} GFLOP/s; "
-          f"peak {peak / 1e9:.0f} GFLOP/s ({source}): MFU {flops / seconds / peak:.1%}")
+    print(
+        f"  compile {compile_s:.1f} s; step median of {args.repeats}: {seconds * 1e3:.0f} ms, "
+        f"{d.batch_size / seconds:.2f} examples/s"
+    )
+    print(
+        f"  {flops / 1e9:.1f} GFLOP per step per device (XLA cost analysis): {flops / seconds / 1e9:.1f} GFLOP/s; "
+        f"peak {peak / 1e9:.0f} GFLOP/s ({source}): MFU {flops / seconds / peak:.1%}"
+    )
 
 
 def bench_compile(args: argparse.Namespace) -> None:
@@ -319,8 +323,10 @@ def bench_compile(args: argparse.Namespace) -> None:
     }
     total = sizes["argument"] + sizes["output"] + sizes["temp"] - sizes["alias"]
     print("  per device: " + ", ".join(f"{k} {v / gib:.2f} GiB" for k, v in sizes.items()))
-    print(f"  peak estimate (argument + output + temp - alias): {total / gib:.2f} GiB; "
-          f"{step_flops(compiled) / 1e12:.2f} TFLOP per step per device")
+    print(
+        f"  peak estimate (argument + output + temp - alias): {total / gib:.2f} GiB; "
+        f"{step_flops(compiled) / 1e12:.2f} TFLOP per step per device"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

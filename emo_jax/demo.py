@@ -16,8 +16,8 @@ import numpy as np
 from flax import nnx
 from PIL import Image
 
-from emo_jax.diffusion.schedules import add_noise, alphas_cumprod, predict_x0
 from emo_jax.build import build_emo, build_vae
+from emo_jax.diffusion.schedules import add_noise, alphas_cumprod, predict_x0
 from emo_jax.models import param_counts
 
 

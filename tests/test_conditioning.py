@@ -40,13 +40,19 @@ def test_speed_buckets_follow_the_speed_histogram():
     assert np.bincount(nearest, minlength=9).min() > 5000 / 9 * 0.5
     with pytest.raises(ValueError, match="at least 9"):
         speed_buckets([0.1, 0.2], 9)
+    # Mostly still heads: the low quantiles crowd together, radii keep a floor against label noise.
+    still = np.r_[np.full(4000, 0.02) + 0.001 * np.random.default_rng(1).standard_normal(4000), speeds[:1000]]
+    _, radii = speed_buckets(still, 9)
+    assert min(radii) == 0.05
+    assert min(speed_buckets(still, 9, min_radius=0.2)[1]) == 0.2
 
 
 def test_speed_encoder_tokens_follow_speed():
     centres, radii = speed_buckets(np.linspace(0, 2, 100), 9)
     encoder = SpeedEncoder(centres, radii, hidden_dim=16, dim=8, rngs=nnx.Rngs(0))
     slow, fast = jnp.full((2, 6), 0.2), jnp.full((2, 6), 1.3)
-    assert encoder(slow).shape == (2, 6, 8)
+    assert encoder(slow).shape == (2, 6, 1, 8)  # one token per frame by default
+    assert SpeedEncoder(centres, radii, dim=8, tokens=3, rngs=nnx.Rngs(0))(slow).shape == (2, 6, 3, 8)
     assert not np.allclose(encoder(slow), encoder(fast))
     grads = jax.grad(lambda s: encoder(s).sum())(slow)
     assert np.abs(np.asarray(grads)).sum() > 0  # differentiable in the speed

@@ -10,16 +10,12 @@ from emo_jax.diffusion import loss, schedules
 
 
 @pytest.mark.parity
-@pytest.mark.parametrize(
-    "schedule, zero_snr", [("scaled_linear", False), ("linear", False), ("scaled_linear", True)]
-)
+@pytest.mark.parametrize("schedule, zero_snr", [("scaled_linear", False), ("linear", False), ("scaled_linear", True)])
 def test_schedule_noising_and_velocity_match_diffusers(schedule, zero_snr):
     torch = require("torch")
     from diffusers import DDPMScheduler
 
-    peer = DDPMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule=schedule, rescale_betas_zero_snr=zero_snr
-    )
+    peer = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule=schedule, rescale_betas_zero_snr=zero_snr)
     abar = schedules.alphas_cumprod(beta_schedule=schedule, rescale_betas_zero_snr=zero_snr)
     np.testing.assert_allclose(abar, peer.alphas_cumprod.numpy(), rtol=1e-5, atol=1e-7)
     if zero_snr:

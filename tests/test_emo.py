@@ -7,7 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-
 from tiny import emo_config, stage_config
 
 from emo_jax.config import load_config
@@ -71,9 +70,7 @@ def test_new_layers_leave_the_image_model_unchanged():
     x = inputs()
     video_out = video(**x)
     for f in range(F):
-        frame = image(
-            x["noisy"][:, f : f + 1], x["timesteps"], x["reference_latent"], face_mask=x["face_mask"]
-        )
+        frame = image(x["noisy"][:, f : f + 1], x["timesteps"], x["reference_latent"], face_mask=x["face_mask"])
         np.testing.assert_allclose(video_out[:, f], frame[:, 0], atol=1e-5)
 
 
@@ -207,7 +204,9 @@ def test_sd_and_motion_adapter_weights_fill_the_emo_model(mode):
     if mode == "cross":  # attn2 at the block's width: query and output from SD's attn2, keys/values from attn1
         np.testing.assert_array_equal(after[f"backbone.{block}.attn2.to_q.kernel"], sd[f"{block}.attn2.to_q.weight"].T)
         for kv in ("to_k", "to_v"):
-            np.testing.assert_array_equal(after[f"backbone.{block}.attn2.{kv}.kernel"], sd[f"{block}.attn1.{kv}.weight"].T)
+            np.testing.assert_array_equal(
+                after[f"backbone.{block}.attn2.{kv}.kernel"], sd[f"{block}.attn1.{kv}.weight"].T
+            )
     else:
         assert not any(".attn2." in p for p in after if ".attentions." in p)
 

@@ -159,8 +159,14 @@ def test_per_frame_temporal_norm_is_groupnorm_of_each_frame_alone():
     from emo_jax.models.temporal import TemporalTransformer
 
     module = TemporalTransformer(
-        16, num_attention_heads=2, num_layers=1, norm_num_groups=4, max_seq_length=8, norm_per_frame=True,
-        compute=Compute(), rngs=nnx.Rngs(0),
+        16,
+        num_attention_heads=2,
+        num_layers=1,
+        norm_num_groups=4,
+        max_seq_length=8,
+        norm_per_frame=True,
+        compute=Compute(),
+        rngs=nnx.Rngs(0),
     )
     frames = np.random.default_rng(0).standard_normal((2 * 3, 4, 5, 16)).astype(np.float32)
     frames[::3] *= 10  # one frame per video far louder: a joint norm would squash the others

@@ -17,7 +17,9 @@ def _mesh(shape):
     """A mesh of this shape over stand-in devices (only .shape and axis names are read by `spec`)."""
     import numpy as np
 
-    return jax.sharding.Mesh(np.array(jax.devices() * int(np.prod(shape)), dtype=object).reshape(shape), sharding.MESH_AXES)
+    return jax.sharding.Mesh(
+        np.array(jax.devices() * int(np.prod(shape)), dtype=object).reshape(shape), sharding.MESH_AXES
+    )
 
 
 def test_rules_split_parameters_over_fsdp_and_tensor_where_sizes_divide():
@@ -76,7 +78,11 @@ for shape in [(1, 1, 1), (8, 1, 1), (2, 4, 1), (1, 8, 1), (1, 4, 2)]:
         losses=losses,
         kernel_spec=str(state["trainable"][kernel].sharding.spec),
         kernel_shard=list(state["trainable"][kernel].addressable_shards[0].data.shape),
-        opt_shard=[list(x.addressable_shards[0].data.shape) for x in jax.tree.leaves(state["opt"]) if x.shape == state["trainable"][kernel].shape][:1],
+        opt_shard=[
+            list(x.addressable_shards[0].data.shape)
+            for x in jax.tree.leaves(state["opt"])
+            if x.shape == state["trainable"][kernel].shape
+        ][:1],
         batch_shard=list(batch["frames"].addressable_shards[0].data.shape),
     )
 print("RESULTS", json.dumps(results))

@@ -24,7 +24,9 @@ def stage1_run(tmp_path_factory):
     state["trainable"] = {k: v + 0.5 for k, v in state["trainable"].items()}
 
     checkpoints = Checkpoints(workdir, every=1, keep=1)  # the weights only: no data position, no config
-    checkpoints.manager.save(3, args=ocp.args.Composite(state=ocp.args.StandardSave({"state": state, "frozen": frozen})))
+    checkpoints.manager.save(
+        3, args=ocp.args.Composite(state=ocp.args.StandardSave({"state": state, "frozen": frozen}))
+    )
     checkpoints.wait()
     checkpoints.close()
     return workdir, {k: np.asarray(v) for k, v in state["trainable"].items()}

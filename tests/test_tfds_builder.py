@@ -114,6 +114,4 @@ def test_wav2vec2_config_stores_features_of_a_local_model(preprocessed, tmp_path
     encoder = Wav2Vec2Features(from_hf_wav2vec2_folder(folder), layers="all")
     expected = frame_features(video["audio"], 25.0, 75, encoder=encoder, m=0)[:, 0]
     assert example["audio_features"].shape == (4 + 75 + 4, 2, 16)  # margin + frames + margin, layers, hidden size
-    np.testing.assert_allclose(
-        example["audio_features"][4:-4], expected, rtol=1e-5, atol=1e-6
-    )
+    np.testing.assert_allclose(example["audio_features"][4:-4], expected, rtol=1e-5, atol=1e-6)

@@ -109,13 +109,14 @@ def pose_from_eyes(boxes: np.ndarray, eyes: np.ndarray) -> np.ndarray:
     return np.degrees(np.stack([yaw, pitch, roll], -1)).astype(np.float32)
 
 
-def head_pose(track: FaceTrack, boxes: np.ndarray, window: int) -> np.ndarray:
-    """[T, 3] smoothed yaw, pitch, roll: the track's own pose, or the eyes' (gaps filled, smoothed) read
-    against `boxes` [T, 4], the already smoothed face boxes, so that box jitter does not reach the pose."""
+def head_pose(track: FaceTrack, boxes: np.ndarray, eye_window: int, pose_window: int = 1) -> np.ndarray:
+    """[T, 3] yaw, pitch, roll: the track's own pose (smoothed over `pose_window`), or the eyes' (gaps filled,
+    smoothed over `eye_window`) read against `boxes` [T, 4], the already smoothed face boxes, so that box jitter
+    does not reach the pose, then smoothed over `pose_window`."""
     if track.pose is not None:
-        return smooth(fill_gaps(track.pose), window)
-    eyes = smooth(fill_gaps(track.eyes.reshape(-1, 4)), window).reshape(-1, 2, 2)
-    return smooth(pose_from_eyes(boxes, eyes), window)
+        return smooth(fill_gaps(track.pose), pose_window)
+    eyes = smooth(fill_gaps(track.eyes.reshape(-1, 4)), eye_window).reshape(-1, 2, 2)
+    return smooth(pose_from_eyes(boxes, eyes), pose_window)
 
 
 def track_faces(detections: list[tuple[np.ndarray, np.ndarray | None] | None]) -> FaceTrack:

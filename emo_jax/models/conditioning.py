@@ -113,11 +113,12 @@ class FaceLocator(nnx.Module):
         return self.conv_out(x)
 
 
-def speed_buckets(speeds, num_buckets: int = 9) -> tuple[list[float], list[float]]:
+def speed_buckets(speeds, num_buckets: int = 9, min_radius: float = 0.05) -> tuple[list[float], list[float]]:
     """Bucket centres and radii from observed head-rotation speeds (degrees per frame).
 
     Centres at the speeds' (i + 0.5) / d quantiles, so each bucket holds as many frames; radius i is half the
-    distance to the nearer neighbouring centre (at least 1e-3), so neighbouring tanh ramps overlap.
+    distance to the nearer neighbouring centre, at least `min_radius` (label noise: where slow frames crowd the
+    low quantiles, centres a few hundredths apart would otherwise turn tanh ramps into steps that flip on noise).
     """
     speeds = np.asarray(speeds, np.float64).ravel()
     if speeds.size < num_buckets:
@@ -125,7 +126,7 @@ def speed_buckets(speeds, num_buckets: int = 9) -> tuple[list[float], list[float
     centres = np.quantile(speeds, (np.arange(num_buckets) + 0.5) / num_buckets)
     gaps = np.diff(centres)
     nearest = np.minimum(np.r_[gaps[:1], gaps], np.r_[gaps, gaps[-1:]]) if num_buckets > 1 else np.ones(1)
-    return centres.tolist(), np.maximum(nearest / 2, 1e-3).tolist()
+    return centres.tolist(), np.maximum(nearest / 2, min_radius).tolist()
 
 
 def window_indices(num_frames: int, m: int) -> np.ndarray:

@@ -81,7 +81,9 @@ class EMOConfig:
         if (self.speed is None) != (speed_dim is None):
             raise ValueError("EMOConfig: speed and backbone.motion.speed_cross_attention_dim go together")
         if self.prediction_type not in PREDICTION_TYPES:
-            raise ValueError(f"EMOConfig.prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
+            raise ValueError(
+                f"EMOConfig.prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}"
+            )
 
     @property
     def mask_factor(self) -> int:

@@ -15,7 +15,6 @@ from flax import nnx
 from emo_jax.models.attention import BasicTransformerBlock, Context
 from emo_jax.models.layers import Compute, group_norm, linear
 
-
 MOTION_FEATURES = ("residual", "attention_input")
 
 
@@ -43,15 +42,17 @@ class MotionConfig:
 
     def __post_init__(self):
         if self.motion_features not in MOTION_FEATURES:
-            raise ValueError(f"MotionConfig.motion_features must be one of {MOTION_FEATURES}, got {self.motion_features!r}")
+            raise ValueError(
+                f"MotionConfig.motion_features must be one of {MOTION_FEATURES}, got {self.motion_features!r}"
+            )
 
 
 class TemporalTransformer(nnx.Module):
     """diffusers `AnimateDiffTransformer3D`: attention across frames at every pixel.
 
-    GroupNorm (over each frame's pixels with `norm_per_frame`, else over a video's frames and pixels) -> proj_in -> blocks of (self-attention over frames twice,
-    with sinusoidal frame positions, [speed cross-attention,] then GEGLU) -> proj_out (zero-initialised, so a
-    new module starts as the identity) -> residual.
+    GroupNorm (over each frame's pixels with `norm_per_frame`, else over a video's frames and pixels) -> proj_in
+    -> blocks of (self-attention over frames twice, with sinusoidal frame positions, [speed cross-attention,]
+    then GEGLU) -> proj_out (zero-initialised, so a new module starts as the identity) -> residual.
     EMO: `context.motion[self.motion_key]` ([B, n, H * W, C], ReferenceNet features of the n motion frames, see
     `MotionConfig.motion_features`) are prepended as frames; the module runs over n + F frames and returns the
     last F. `context.speed` [B, F, K, Ds] (K tokens per frame) is attended per frame by every block: frame f's

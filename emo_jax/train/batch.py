@@ -63,7 +63,9 @@ def keep_masks(key: jax.Array, batch: int, dropout: Dropout) -> dict[str, jax.Ar
     drop_audio = (u >= dropout.reference) & (u < dropout.reference + dropout.audio + dropout.both)
     has_motion = jax.random.uniform(k_motion, (batch,)) >= dropout.first_clip
     as_float = lambda m: m.astype(jnp.float32)
-    return dict(reference_keep=as_float(~drop_reference), audio_keep=as_float(~drop_audio), has_motion=as_float(has_motion))
+    return dict(
+        reference_keep=as_float(~drop_reference), audio_keep=as_float(~drop_audio), has_motion=as_float(has_motion)
+    )
 
 
 def augment_motion(key: jax.Array, pixels: jax.Array, augment: MotionAugment) -> jax.Array:

@@ -53,7 +53,9 @@ def load_stage(model: EMO, saved: dict[str, np.ndarray], *, keep: list[str], sou
     if unexpected or misshapen or missing:
         parts = [f"{source}: the saved stage does not fit this model."]
         if missing:
-            parts.append(format_keys("model parameters it does not hold (and no init.fresh pattern or adapter fills)", missing))
+            parts.append(
+                format_keys("model parameters it does not hold (and no init.fresh pattern or adapter fills)", missing)
+            )
         if unexpected:
             parts.append(format_keys("saved weights this model has no parameter for", unexpected))
         if misshapen:
@@ -99,4 +101,3 @@ def initialise(model: EMO, config: ml_collections.ConfigDict) -> list[str]:
     for line in done:
         log.info("init: %s", line)
     return done
-

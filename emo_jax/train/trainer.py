@@ -60,7 +60,9 @@ class _Weights:
         self.keys = [".".join(str(k) for k in path) for path, _ in self.template]
 
     def state(self, flat: Flat) -> nnx.State:
-        return nnx.from_flat_state([(path, var.replace(flat[key])) for (path, var), key in zip(self.template, self.keys)])
+        return nnx.from_flat_state(
+            [(path, var.replace(flat[key])) for (path, var), key in zip(self.template, self.keys)]
+        )
 
     def abstract(self) -> dict[str, jax.ShapeDtypeStruct]:
         return {k: jax.ShapeDtypeStruct(var.shape, var.dtype) for k, (_, var) in zip(self.keys, self.template)}
@@ -77,7 +79,9 @@ class StepOutput:
     timesteps: jax.Array  # [B]
 
 
-jax.tree_util.register_dataclass(StepOutput, data_fields=[f.name for f in dataclasses.fields(StepOutput)], meta_fields=[])
+jax.tree_util.register_dataclass(
+    StepOutput, data_fields=[f.name for f in dataclasses.fields(StepOutput)], meta_fields=[]
+)
 
 
 class Trainer:
@@ -192,7 +196,11 @@ class Trainer:
         inputs, truth = training_inputs(vae, batch, key, self.objective, Dropout(), MotionAugment())
         prediction = self.model(state["trainable"], frozen["emo"])(**inputs)
         x0 = schedules.predict_x0(
-            self.objective.prediction_type, prediction, inputs["noisy"], truth["timesteps"], jnp.asarray(self.objective.abar)
+            self.objective.prediction_type,
+            prediction,
+            inputs["noisy"],
+            truth["timesteps"],
+            jnp.asarray(self.objective.abar),
         )
         decoded = vae.decode(x0[0] / vae.config.scaling_factor)
         return to_pixels(batch["frames"][0]), jnp.clip(decoded, -1, 1), truth["timesteps"][0]
@@ -400,7 +408,7 @@ def train(
         checkpoints.wait()
         checkpoints.close()
         writer.close()
-        del iterator  # grain workers end before the interpreter does
+        iterator = None  # grain workers end before the interpreter does
     return last
 
 
