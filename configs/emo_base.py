@@ -112,7 +112,6 @@ def base(size: str) -> ml_collections.ConfigDict:
     c.mesh = dict(shape=(-1, 1, 1))  # ('data', 'fsdp', 'tensor'); -1: all remaining devices
     c.data = dict(
         data_dir="",  # TFDS data_dir holding emo_clips/<dataset> (emo-jax build-dataset)
-        dataset="wav2vec2",  # a build with precomputed whole-video audio features (the sampler's features)
         report="",  # the preprocessing report.json: speed buckets
         num_frames=12,
         num_motion_frames=4,
@@ -124,6 +123,9 @@ def base(size: str) -> ml_collections.ConfigDict:
         worker_count=2,
     )
     # The frozen VAE: a converted checkpoint folder (emo-jax convert), or random weights where `random` (tiny).
+    # Audio features: the encoder names the dataset training reads (emo_clips/<encoder>, built with the same
+    # settings: `build-dataset --config wav2vec2 --wav2vec2 DIR`) and what sampling runs on a new track.
+    c.audio = dict(encoder="wav2vec2", wav2vec2_path="", layers="all", n_mels=80)
     c.vae = dict(checkpoint="", layout=LAYOUTS[size]["vae"], scaling_factor=0.18215, random=size == "tiny")
     # Where the stage starts: an emo-jax training workdir/step of the previous stage, and for new layers a
     # diffusers SD1.5 UNet folder and an AnimateDiff motion adapter file.

@@ -20,5 +20,6 @@ def get_config(arg=None):
     c.data.num_frames, c.data.num_motion_frames, c.data.batch_size = 1, 0, 48
     c.dropout = dict(reference=0.05, audio=0.0, both=0.0, first_clip=0.0)
     if size == "tiny":
+        c.audio.encoder = "logmel"
         c.data.size, c.data.batch_size = 64, 2
     return c

@@ -20,6 +20,7 @@ def get_config(arg=None):
     c.init.fresh = [r"(attn_audio|norm_audio)\.", r"^audio_projection\."]
     c.motion_augment = dict(noise_std=0.02, patch_drop=0.1, patch_size=16)
     if size == "tiny":
+        c.audio.encoder = "logmel"
         c.data.size, c.data.batch_size, c.data.num_frames, c.data.num_motion_frames = 64, 2, 4, 2
         c.model.num_motion_frames = 2
         c.motion_augment.patch_size = 8

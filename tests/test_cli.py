@@ -22,7 +22,7 @@ def test_help_lists_every_subcommand(capsys):
 
 def test_unbuilt_subcommand_says_so(capsys):
     with pytest.raises(SystemExit) as info:
-        main(["train"])
+        main(["sample"])
     assert info.value.code == 2
     assert "not built yet" in capsys.readouterr().err
 

@@ -237,23 +237,21 @@ def maybe_initialize_distributed() -> None:
 
 
 def dataset_source(config: ml_collections.ConfigDict):
-    """The grain source of config.data (a built `emo_clips` dataset with audio features), checked against the
-    model: frame rate, audio feature shape."""
+    """The grain source training reads: the `emo_clips/<config.audio.encoder>` dataset in config.data.data_dir
+    (whole-video audio features, as the sampler computes them), checked against the model: frame rate, audio
+    feature shape."""
     from emo_jax.data.pipeline import data_source
     from emo_jax.data.tfds_builder import EmoClipsConfig
 
-    d = config.data
+    d, encoder = config.data, config.audio.encoder
     if not d.data_dir:
         raise ValueError("config.data.data_dir is empty: give the TFDS data_dir of `emo-jax build-dataset`")
-    if d.dataset == "samples":
-        raise ValueError(
-            "config.data.dataset='samples' holds raw audio; training reads the whole-video audio features the sampler "
-            "computes: build the dataset with --config logmel or --config wav2vec2"
-        )
-    name = EmoClipsConfig(name="wav2vec2", audio="wav2vec2") if d.dataset == "wav2vec2" else d.dataset
+    if encoder not in ("logmel", "wav2vec2"):
+        raise ValueError(f"config.audio.encoder must be 'logmel' or 'wav2vec2', got {encoder!r}")
+    name = EmoClipsConfig(name="wav2vec2", audio="wav2vec2") if encoder == "wav2vec2" else encoder
     source = data_source(d.data_dir, name)
     first = source[0]
-    where = f"{d.data_dir}/emo_clips/{d.dataset}"
+    where = f"{d.data_dir}/emo_clips/{encoder}"
     if abs(float(first["fps"]) - d.fps) > 1e-3:
         raise ValueError(f"{where}: clips at {float(first['fps']):g} fps, config.data.fps is {d.fps:g}")
     audio = config.model.get("audio")
