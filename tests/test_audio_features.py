@@ -4,24 +4,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from audio_inputs import TINY_50HZ, speech_like
 from flax import nnx
-from test_wav2vec2_parity import speech_like
 
 from emo_jax.audio import SAMPLE_RATE, LogMelFeatures, Wav2Vec2Features, frame_features
 from emo_jax.audio.features import HOP, resample_to_frames, window
 from emo_jax.models.conditioning import AudioProjection
 from emo_jax.models.wav2vec2 import Wav2Vec2Config, Wav2Vec2Model
 
-# A tiny wav2vec2 with the base conv strides (50 Hz features).
-TINY_50HZ = dict(
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=64,
-    conv_dim=(32,) * 7,
-    num_conv_pos_embeddings=16,
-    num_conv_pos_embedding_groups=4,
-)
 TINY = Wav2Vec2Config(**TINY_50HZ)
 
 

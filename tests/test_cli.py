@@ -57,7 +57,7 @@ def test_missing_config_is_a_clear_error(capsys):
 def test_convert_pipeline_folder_and_verify(tmp_path, capsys):
     torch = require("torch")
     diffusers = require("diffusers")
-    from test_convert import TINY_UNET, TINY_VAE
+    from tiny import TINY_UNET, TINY_VAE
 
     torch.manual_seed(0)
     pipeline = tmp_path / "pipeline"
@@ -82,7 +82,7 @@ def test_convert_of_a_non_model_folder_fails_cleanly(tmp_path, capsys):
 
 def test_audio_features_command_writes_frame_aligned_features(tmp_path, capsys):
     import soundfile as sf
-    from test_wav2vec2_parity import speech_like
+    from audio_inputs import speech_like
 
     sf.write(tmp_path / "speech.flac", speech_like(2.0), 16000)
     out = tmp_path / "feats.npy"
@@ -106,8 +106,7 @@ def test_audio_features_command_writes_frame_aligned_features(tmp_path, capsys):
 @pytest.mark.parity
 def test_audio_features_command_reads_a_transformers_folder(tmp_path):
     import soundfile as sf
-    from test_audio_features import TINY_50HZ
-    from test_wav2vec2_parity import speech_like
+    from audio_inputs import TINY_50HZ, speech_like
 
     transformers = require("transformers")
     transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**TINY_50HZ)).save_pretrained(tmp_path / "w2v")

@@ -7,21 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from peers import nchw, nhwc, rel_err, require, state_dict_numpy
+from tiny import TINY_UNET, TINY_VAE
 
 from emo_jax.checkpoint import load_model, save_model
 from emo_jax.convert import ConversionError, from_diffusers_folder, from_diffusers_unet, read_state_dict
 from emo_jax.models import AutoencoderKLConfig, Compute, UNetConfig, abstract_model
-
-TINY_UNET = UNetConfig(
-    block_out_channels=(32, 64),
-    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-    layers_per_block=1,
-    attention_head_dim=2,
-    cross_attention_dim=16,
-    norm_num_groups=8,
-)
-TINY_VAE = AutoencoderKLConfig(block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8)
 
 
 @pytest.fixture(scope="module")

@@ -153,6 +153,7 @@ def test_trainable_pattern_typo_is_an_error():
         trainable_paths(model, [r"^backbone\.", r"^face_locater\."])
 
 
+@pytest.mark.slow
 def test_sd15_sizes_build_abstractly():
     config = EMOConfig.from_dict(load_config("stage3.py").model)
     model = nnx.eval_shape(lambda: EMO(config, rngs=nnx.Rngs(0)))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 from peers import perturb_vectors, rel_err, require, state_dict_numpy
-from test_convert import TINY_UNET
+from tiny import TINY_UNET
 
 from emo_jax.convert import from_diffusers_unet
 from emo_jax.convert.animatediff import from_animatediff_motion_adapter, motion_config_from_adapter

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from peers import nchw, nhwc, perturb_vectors, rel_err, require, state_dict_numpy
-from test_convert import TINY_UNET
+from tiny import TINY_UNET
 
 from emo_jax.convert import from_diffusers_unet
 from emo_jax.models import UNetConfig

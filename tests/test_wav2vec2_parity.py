@@ -6,32 +6,12 @@ import subprocess
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from audio_inputs import speech_like
 from peers import perturb_vectors, rel_err, require, state_dict_numpy
 
 from emo_jax.convert.wav2vec2 import from_hf_wav2vec2
 
 SAMPLE_RATE = 16000
-
-
-def speech_like(seconds: float = 1.3, seed: int = 0) -> np.ndarray:
-    """Voiced syllables: a glottal pulse train (gliding pitch) through three formant resonators, with
-    syllable envelopes and pauses; normalised to zero mean, unit variance (wav2vec2's input convention)."""
-    from scipy.signal import lfilter
-
-    rng = np.random.default_rng(seed)
-    n = int(seconds * SAMPLE_RATE)
-    t = np.arange(n) / SAMPLE_RATE
-    f0 = 140 + 40 * np.sin(2 * np.pi * 1.5 * t)
-    phase = np.cumsum(f0) / SAMPLE_RATE
-    source = (np.diff(np.floor(phase), prepend=0) > 0).astype(np.float64)
-    voiced = np.zeros(n)
-    for formant, bandwidth in [(rng.uniform(500, 800), 80), (rng.uniform(1000, 1800), 100), (2600, 120)]:
-        r = np.exp(-np.pi * bandwidth / SAMPLE_RATE)
-        a = [1, -2 * r * np.cos(2 * np.pi * formant / SAMPLE_RATE), r * r]
-        voiced += lfilter([1 - r], a, source)
-    syllables = np.clip(np.sin(2 * np.pi * 3.5 * t), 0, None) ** 0.7  # ~4 syllables a second, with gaps
-    audio = voiced * syllables + 0.01 * rng.standard_normal(n)
-    return ((audio - audio.mean()) / audio.std()).astype(np.float32)
 
 
 def espeak_speech(tmp_path, text: str = "Emote portrait alive: talking and singing from one photo.") -> np.ndarray:

@@ -1,9 +1,23 @@
-"""The tiny EMO models the tests build, read from the bundled configs (the one place a model is described)."""
+"""The tiny models the tests build: EMO models read from the bundled configs (the one place a model is
+described), and the SD-layout UNet and VAE whose diffusers twins the parity tests build."""
 
 from __future__ import annotations
 
 from emo_jax.config import load_config
+from emo_jax.models import AutoencoderKLConfig, UNetConfig
 from emo_jax.models.emo import EMOConfig
+
+# A tiny SD-layout UNet (2 stages, text cross-attention 16) and VAE: the parity tests' diffusers twins.
+TINY_UNET = UNetConfig(
+    block_out_channels=(32, 64),
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    layers_per_block=1,
+    attention_head_dim=2,
+    cross_attention_dim=16,
+    norm_num_groups=8,
+)
+TINY_VAE = AutoencoderKLConfig(block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8)
 
 
 def emo_config(stage: int = 3, **changes) -> EMOConfig:
