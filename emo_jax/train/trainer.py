@@ -280,7 +280,8 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
 
 
 class _Preemption:
-    """SIGTERM (preemption, `kill`) asks the loop to save and stop at the next step boundary."""
+    """SIGTERM (preemption, `kill`) asks the loop to save and stop at the next step boundary; a second SIGTERM
+    ends the process at once (e.g. while it waits for data that never comes)."""
 
     def __init__(self):
         self.requested = False
@@ -288,6 +289,7 @@ class _Preemption:
 
     def _handle(self, signum, frame):
         self.requested = True
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def train(
