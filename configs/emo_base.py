@@ -81,6 +81,17 @@ def model(
     )
 
 
+def cpu_data(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A stage's data at the tiny size: log-mel audio, 64 px, batch 2, and 4 + 2 frames for the video stages."""
+    c.audio.encoder = "logmel"
+    c.data.size, c.data.batch_size = 64, 2
+    c.motion_augment.patch_size = 8
+    if c.data.num_frames > 1:
+        c.data.num_frames = 4
+        c.data.num_motion_frames = c.model.num_motion_frames = 2
+    return c
+
+
 def base(size: str) -> ml_collections.ConfigDict:
     """Defaults every stage shares; a stage file overrides what it changes."""
     if size not in LAYOUTS:
@@ -104,7 +115,7 @@ def base(size: str) -> ml_collections.ConfigDict:
     # and first clips: the share of samples trained without motion frames (a video's first clip).
     c.dropout = dict(reference=0.05, audio=0.05, both=0.05, first_clip=0.05)
     # Motion-frame augmentation against drift in long videos (Hallo2): pixel noise and dropped patches.
-    c.motion_augment = dict(noise_std=0.0, patch_drop=0.0, patch_size=16)
+    c.motion_augment = dict(noise_std=0.02, patch_drop=0.1, patch_size=16)
     c.optimizer = dict(
         learning_rate=1e-5, warmup_steps=500, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-2, clip_norm=1.0
     )

@@ -18,10 +18,4 @@ def get_config(arg=None):
     c.model = emo_base.model(size, temporal=True, audio=True, speed=False)
     c.trainable = [r"^backbone\..*motion_modules\.", r"^backbone\..*(attn_audio|norm_audio)\.", r"^audio_projection\."]
     c.init.fresh = [r"(attn_audio|norm_audio)\.", r"^audio_projection\."]
-    c.motion_augment = dict(noise_std=0.02, patch_drop=0.1, patch_size=16)
-    if size == "tiny":
-        c.audio.encoder = "logmel"
-        c.data.size, c.data.batch_size, c.data.num_frames, c.data.num_motion_frames = 64, 2, 4, 2
-        c.model.num_motion_frames = 2
-        c.motion_augment.patch_size = 8
-    return c
+    return emo_base.cpu_data(c) if size == "tiny" else c

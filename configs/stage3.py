@@ -18,10 +18,4 @@ def get_config(arg=None):
     c.model = emo_base.model(size, temporal=True, audio=True, speed=True)
     c.trainable = [r"^backbone\..*motion_modules\.", r"^speed_encoder\."]
     c.init.fresh = [r"(attn_speed|norm_speed)\.", r"^speed_encoder\."]
-    c.motion_augment = dict(noise_std=0.02, patch_drop=0.1, patch_size=16)
-    if size == "tiny":
-        c.audio.encoder = "logmel"
-        c.data.size, c.data.batch_size, c.data.num_frames, c.data.num_motion_frames = 64, 2, 4, 2
-        c.model.num_motion_frames = 2
-        c.motion_augment.patch_size = 8
-    return c
+    return emo_base.cpu_data(c) if size == "tiny" else c

@@ -20,9 +20,8 @@ def get_config(arg=None):
     c.stage = 0  # all stages at once
     c.model = emo_base.model("tiny", temporal=True, audio=True, speed=True, num_motion_frames=2)
     c.trainable = [r"^reference_net\.", r"^backbone\.", r"^face_locator\.", r"^audio_projection\.", r"^speed_encoder\."]
-    c.audio.encoder = "logmel"
-    c.data.update(size=64, fps=25.0, num_frames=4, num_motion_frames=2, batch_size=2)
+    emo_base.cpu_data(c)
+    c.data.fps = 25.0  # the synthetic corpus' rate
     c.optimizer.update(learning_rate=3e-4, warmup_steps=50)
-    c.motion_augment = dict(noise_std=0.02, patch_drop=0.1, patch_size=8)
     c.train.update(steps=1000, log_every=10, checkpoint_every=100, image_every=100)
     return c
