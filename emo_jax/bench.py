@@ -231,7 +231,7 @@ def bench_data(args: argparse.Namespace) -> None:
         del iterator  # stop its worker processes now
 
 
-def _trainer(args: argparse.Namespace, *, abstract: bool):
+def _trainer(args: argparse.Namespace):
     from emo_jax.config import apply_overrides, load_config
     from emo_jax.train import sharding
     from emo_jax.train.trainer import Trainer
@@ -251,7 +251,7 @@ def _trainer(args: argparse.Namespace, *, abstract: bool):
     mesh = sharding.make_mesh(shape, jax.devices()[:needed] if -1 not in shape else None)
     data_ways = mesh.shape["data"] * mesh.shape["fsdp"]
     config.data.batch_size = args.batch_per_device * data_ways if args.batch_per_device else config.data.batch_size
-    return config, mesh, Trainer(config, mesh, abstract=abstract)
+    return config, mesh, Trainer(config, mesh)
 
 
 def matmul_peak_flops(size: int = 2048, repeats: int = 5) -> float:
@@ -268,7 +268,7 @@ def bench_train(args: argparse.Namespace) -> None:
     from emo_jax.train.metrics import peak_flops
     from emo_jax.train.trainer import step_flops
 
-    config, mesh, trainer = _trainer(args, abstract=False)
+    config, mesh, trainer = _trainer(args)
     state, frozen, _ = trainer.initial_state()
     batch = sharding.global_batch(example_batch(config), mesh)
     start = time.perf_counter()
@@ -305,7 +305,7 @@ def bench_compile(args: argparse.Namespace) -> None:
     from emo_jax.train.batch import example_batch
     from emo_jax.train.trainer import step_flops
 
-    config, mesh, trainer = _trainer(args, abstract=True)
+    config, mesh, trainer = _trainer(args)
     start = time.perf_counter()
     compiled = trainer.compiled_step(example_batch(config, abstract=True))
     seconds = time.perf_counter() - start

@@ -29,9 +29,26 @@ def vae_config(config: ml_collections.ConfigDict) -> AutoencoderKLConfig:
     return AutoencoderKLConfig(**dict(config.vae.layout.to_dict(), scaling_factor=config.vae.scaling_factor))
 
 
-def build_vae(config: ml_collections.ConfigDict, seed: int = 0, *, random_ok: bool = False) -> AutoencoderKL:
+def vae_shapes(config: ml_collections.ConfigDict) -> AutoencoderKL:
+    """The config's VAE built abstractly (`nnx.eval_shape`): from the checkpoint's config.json where one is
+    given, else from `vae.layout`. Nothing is read but that JSON."""
+    if config.vae.checkpoint:
+        import json
+        from pathlib import Path
+
+        from emo_jax.models import abstract_model
+
+        path = Path(config.vae.checkpoint) / "config.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"config.vae.checkpoint: {path} does not exist (a folder from emo-jax convert)")
+        return abstract_model(json.loads(path.read_text()), compute=compute_of(config), source=str(path))
+    layout = vae_config(config)
+    return nnx.eval_shape(lambda: AutoencoderKL(layout, compute=compute_of(config), rngs=nnx.Rngs(0)))
+
+
+def build_vae(config: ml_collections.ConfigDict, seed: int = 0) -> AutoencoderKL:
     """The config's frozen VAE: a converted checkpoint folder (`vae.checkpoint`, from `emo-jax convert`), or its
-    layout at random init from `seed` where `vae.random` (the tiny size) or `random_ok` (shapes only)."""
+    layout at random init from `seed` where `vae.random` (the tiny size)."""
     compute = compute_of(config)
     if config.vae.checkpoint:
         from emo_jax.checkpoint import load_model
@@ -40,7 +57,7 @@ def build_vae(config: ml_collections.ConfigDict, seed: int = 0, *, random_ok: bo
         if not isinstance(vae, AutoencoderKL):
             raise ValueError(f"config.vae.checkpoint {config.vae.checkpoint}: holds a {type(vae).__name__}, not a VAE")
         return vae
-    if not (config.vae.random or random_ok):
+    if not config.vae.random:
         raise ValueError(
             "config.vae.checkpoint is empty: give a converted SD VAE folder (emo-jax convert path/to/sd15 --out DIR)"
         )

@@ -29,7 +29,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from emo_jax.build import build_emo, build_vae, vae_config
+from emo_jax.build import build_emo, build_vae, vae_shapes
 from emo_jax.diffusion import loss as diffusion_loss
 from emo_jax.diffusion import schedules
 from emo_jax.train import sharding
@@ -85,9 +85,10 @@ jax.tree_util.register_dataclass(
 
 
 class Trainer:
-    """Everything a run of `config` computes, on `mesh`. `abstract=True` builds shapes only (compile studies)."""
+    """Everything a run of `config` computes, on `mesh`, built from shapes; `initial_state` makes the weights
+    (compile studies never do)."""
 
-    def __init__(self, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *, abstract: bool = False):
+    def __init__(self, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
         self.config, self.mesh = config, mesh
         self.objective = Objective.from_config(config)
         self.dropout = Dropout(**config.dropout)
@@ -100,10 +101,14 @@ class Trainer:
         trainable_paths(shapes, config.trainable)  # a pattern that matches nothing is a typo: fail now
         self.graphdef, trainable, frozen = nnx.split(shapes, trainable_filter(config.trainable), ...)
         self.trainable, self.frozen = _Weights(trainable), _Weights(frozen)
-        vae_shapes = nnx.eval_shape(lambda: build_vae(config, config.seed, random_ok=True))
-        self.vae_graphdef, vae_state = nnx.split(vae_shapes)
+        vae = vae_shapes(config)
+        vae_factor, mask_factor = 2 ** (len(vae.config.block_out_channels) - 1), shapes.config.mask_factor
+        if vae_factor != mask_factor:
+            raise ValueError(
+                f"config.model.face_locator_channels downsample {mask_factor}x, the VAE {vae_factor}x: they must agree"
+            )
+        self.vae_graphdef, vae_state = nnx.split(vae)
         self.vae = _Weights(vae_state)
-        self.abstract = abstract
 
         trainable_abstract = self.trainable.abstract()
         state_abstract = {
@@ -314,12 +319,6 @@ def train(
     hosts = jax.process_count()
     if d.batch_size % hosts:
         raise ValueError(f"config.data.batch_size {d.batch_size} does not split over {hosts} hosts")
-    vae_factor = 2 ** (len(vae_config(config).block_out_channels) - 1)
-    mask_factor = 2 ** (len(config.model.face_locator_channels) - 1)
-    if vae_factor != mask_factor:
-        raise ValueError(
-            f"config.model.face_locator_channels downsample {mask_factor}x, the VAE {vae_factor}x: they must agree"
-        )
     loader = make_loader(
         source,
         PipelineConfig(
