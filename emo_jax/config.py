@@ -25,15 +25,19 @@ def resolve(spec: str) -> tuple[Path, str | None]:
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
     """Imports the file and returns its `get_config(arg)` (or `get_config()` when no arg is given); the file's
-    folder is importable meanwhile, so configs share a module of defaults."""
+    folder is importable meanwhile, so configs share a module of defaults (read afresh on every load)."""
     path, arg = resolve(spec)
     module_spec = importlib.util.spec_from_file_location(f"emo_jax_config_{path.stem}", path)
     module = importlib.util.module_from_spec(module_spec)
     sys.path.insert(0, str(path.parent))  # a config imports its siblings (configs/emo_base.py)
+    before = set(sys.modules)
     try:
         module_spec.loader.exec_module(module)
     finally:
         sys.path.remove(str(path.parent))
+        for name in set(sys.modules) - before:  # siblings are read afresh by the next load, from its own folder
+            if Path(getattr(sys.modules[name], "__file__", None) or "/").parent == path.parent:
+                del sys.modules[name]
     if not hasattr(module, "get_config"):
         raise AttributeError(f"{path}: a config file must define get_config()")
     return module.get_config(arg) if arg is not None else module.get_config()
