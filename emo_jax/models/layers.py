@@ -96,19 +96,42 @@ def conv(
     )
 
 
-def group_norm(channels: int, groups: int, eps: float, compute: Compute, rngs: nnx.Rngs) -> nnx.GroupNorm:
+class GroupNorm(nnx.Module):
+    """torch.nn.GroupNorm over all non-batch axes of [B, ..., C], groups along C; parameters `scale`, `bias`
+    as `nnx.GroupNorm`'s, so converted checkpoints and saved states keep their paths.
+
+    Statistics are reduced in fp32 in two steps, first over the spatial axes per channel (a reduction over the
+    major axis, which XLA:CPU vectorises along C), then over each group's channels; the variance is exact
+    (mean of squared deviations), as PyTorch's. `nnx.GroupNorm`'s one-step reduction over [B, N, G, C/G] ran
+    5x slower forward and 3x slower forward + backward on XLA:CPU ([16, 64, 64, 32], 16 groups).
+    """
+
+    def __init__(self, channels: int, groups: int, eps: float, compute: Compute, rngs: nnx.Rngs):
+        del rngs  # ones and zeros: nothing random
+        if channels % groups:
+            raise ValueError(f"GroupNorm: {channels} channels do not split into {groups} groups")
+        self.num_groups, self.epsilon, self.dtype = groups, eps, compute.dtype
+        self.scale = nnx.Param(jnp.ones((channels,), compute.param_dtype))
+        self.bias = nnx.Param(jnp.zeros((channels,), compute.param_dtype))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        b, c, g = x.shape[0], x.shape[-1], self.num_groups
+        flat = x.reshape(b, -1, c).astype(jnp.float32)  # [B, N, C]
+        count = flat.shape[1] * (c // g)
+
+        def per_group(values: jax.Array) -> jax.Array:  # [B, N, C] -> [B, 1, C]: group means, per channel
+            means = values.sum(1).reshape(b, g, c // g).sum(-1) / count
+            return jnp.repeat(means, c // g, axis=1)[:, None, :]
+
+        centred = flat - per_group(flat)
+        inv_std = jax.lax.rsqrt(per_group(centred * centred) + self.epsilon)
+        out = centred * (inv_std * self.scale[...].astype(jnp.float32)) + self.bias[...].astype(jnp.float32)
+        return out.astype(self.dtype).reshape(x.shape)
+
+
+def group_norm(channels: int, groups: int, eps: float, compute: Compute, rngs: nnx.Rngs) -> GroupNorm:
     """GroupNorm over all non-batch axes of [B, ..., C], groups along C (torch.nn.GroupNorm semantics)."""
-    if channels % groups:
-        raise ValueError(f"GroupNorm: {channels} channels do not split into {groups} groups")
-    return nnx.GroupNorm(
-        channels,
-        num_groups=groups,
-        epsilon=eps,
-        use_fast_variance=False,
-        dtype=compute.dtype,
-        param_dtype=compute.param_dtype,
-        rngs=rngs,
-    )
+    return GroupNorm(channels, groups, eps, compute, rngs)
 
 
 def layer_norm(features: int, eps: float, compute: Compute, rngs: nnx.Rngs) -> nnx.LayerNorm:
