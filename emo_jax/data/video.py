@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -100,26 +101,42 @@ def read_frames(
         reader.close()
 
 
-def write_mp4(path: str | Path, frames: np.ndarray, fps: float, audio: np.ndarray | None = None) -> Path:
-    """frames [F, H, W, 3] uint8 -> H.264 MP4 at `fps`, with `audio` [S] (16 kHz mono float) muxed in as AAC."""
-    import tempfile
+class Mp4Writer:
+    """Streams frames [H, W, 3] uint8 into an H.264 MP4 at `fps`, with `audio` [S] (16 kHz mono float) muxed in
+    as AAC. The file appears at `path` only when the writer closes without error (it is written beside it under
+    a hidden name, then renamed); an exception or Ctrl-C inside the `with` leaves nothing at `path`.
 
-    import imageio_ffmpeg
-    import soundfile
+        with Mp4Writer("out.mp4", fps=25, audio=waveform) as writer:
+            for frame in frames:
+                writer.write(frame)
+    """
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    height, width = frames.shape[1:3]
-    with tempfile.TemporaryDirectory() as tmp:
+    def __init__(self, path: str | Path, fps: float, audio: np.ndarray | None = None):
+        self.path, self.fps, self.audio = Path(path), fps, audio
+        self.partial = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+        self._tmp = self._writer = None
+        self.frames = 0
+
+    def __enter__(self) -> Mp4Writer:
+        import tempfile
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = tempfile.TemporaryDirectory()
+        return self
+
+    def _open(self, height: int, width: int) -> None:
+        import imageio_ffmpeg
+        import soundfile
+
         wav = None
-        if audio is not None:
-            wav = str(Path(tmp) / "audio.wav")
-            soundfile.write(wav, audio, SAMPLE_RATE)
+        if self.audio is not None:
+            wav = str(Path(self._tmp.name) / "audio.wav")
+            soundfile.write(wav, self.audio, SAMPLE_RATE)
         with exec_after_fork():
-            writer = imageio_ffmpeg.write_frames(
-                str(path),
+            self._writer = imageio_ffmpeg.write_frames(
+                str(self.partial),
                 (width, height),
-                fps=fps,
+                fps=self.fps,
                 codec="libx264",
                 pix_fmt_out="yuv420p",
                 quality=8,
@@ -127,9 +144,33 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: float, audio: np.ndarra
                 audio_codec="aac" if wav else None,
                 macro_block_size=1,
                 ffmpeg_log_level="error",
+                output_params=["-movflags", "+faststart"],
             )
-            writer.send(None)
+            self._writer.send(None)
+
+    def write(self, frame: np.ndarray) -> None:
+        if self._writer is None:
+            self._open(*frame.shape[:2])
+        self._writer.send(np.ascontiguousarray(frame, np.uint8).tobytes())
+        self.frames += 1
+
+    def __exit__(self, kind, error, traceback) -> None:
+        try:
+            if self._writer is not None:
+                self._writer.close()
+            if kind is None:
+                if self.frames == 0:
+                    raise VideoError(f"{self.path}: no frames were written")
+                os.replace(self.partial, self.path)
+        finally:
+            self.partial.unlink(missing_ok=True)
+            self._tmp.cleanup()
+
+
+def write_mp4(path: str | Path, frames: np.ndarray, fps: float, audio: np.ndarray | None = None) -> Path:
+    """frames [F, H, W, 3] uint8 -> H.264 MP4 at `fps`, with `audio` [S] (16 kHz mono float) muxed in as AAC;
+    written atomically (`Mp4Writer`)."""
+    with Mp4Writer(path, fps, audio) as writer:
         for frame in frames:
-            writer.send(np.ascontiguousarray(frame).tobytes())
-        writer.close()
-    return path
+            writer.write(frame)
+    return Path(path)
