@@ -36,7 +36,14 @@ LAYOUTS = {
         motion_heads=4,
         face_locator_channels=(16, 32),  # /2, the tiny VAE's factor
         speed_tokens=2,
-        vae=dict(block_out_channels=(32, 64), layers_per_block=1, latent_channels=4, norm_num_groups=16),
+        # No attention in the VAE's mid block: at 64 px it cost a quarter of the VAE's FLOPs.
+        vae=dict(
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            latent_channels=4,
+            norm_num_groups=16,
+            mid_block_add_attention=False,
+        ),
     ),
 }
 # Until a preprocessing report.json gives measured buckets (config.data.report): 9 buckets over 0-3 deg/frame.
@@ -141,6 +148,16 @@ def base(size: str) -> ml_collections.ConfigDict:
     # Where the stage starts: an emo-jax training workdir/step of the previous stage, and for new layers a
     # diffusers SD1.5 UNet folder and an AnimateDiff motion adapter file.
     c.init = dict(checkpoint="", sd15_unet="", motion_adapter="", fresh=[])
+    # Sampling defaults (emo-jax sample; its flags override them): what this model is sampled with.
+    c.sample = dict(
+        sampler="ddim",
+        steps=40,
+        eta=0.0,
+        guidance_audio=3.5,
+        guidance_reference=3.5,
+        speed="normal",
+        mask_expand=1.2,
+    )
     c.train = dict(
         steps=100_000,
         log_every=10,

@@ -23,8 +23,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 CONFIG_FILE = "config.json"
-# Config entries a resumed run may change: how long and how verbosely it runs, where files are, the mesh.
-RESUMABLE_CHANGES = ("train.", "data.data_dir", "data.worker_count", "init.", "vae.checkpoint", "mesh.")
+# Config entries a resumed run may change: how long and how verbosely it runs, where files are, the mesh, and
+# the defaults sampling uses.
+RESUMABLE_CHANGES = ("train.", "data.data_dir", "data.worker_count", "init.", "vae.checkpoint", "mesh.", "sample.")
 
 
 class Checkpoints:

@@ -271,8 +271,16 @@ def dataset_source(config: ml_collections.ConfigDict):
 
 
 def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """The config as this run uses it: speed buckets measured by preprocessing (config.data.report) filled in."""
+    """The config as this run uses it: speed buckets measured by preprocessing (config.data.report) and the
+    layout and scaling factor of a VAE checkpoint (config.vae.checkpoint) filled in, so the saved config
+    describes the run's models on its own."""
     config = ml_collections.ConfigDict(config.to_dict())
+    if config.vae.checkpoint:
+        vae = vae_shapes(config).config
+        config.vae.scaling_factor = vae.scaling_factor
+        config.vae.layout = {
+            f.name: getattr(vae, f.name) for f in dataclasses.fields(vae) if f.name != "scaling_factor"
+        }
     if config.model.get("speed") is not None and config.data.report:
         report = Path(config.data.report)
         if not report.is_file():
