@@ -11,32 +11,76 @@ from pathlib import Path
 
 from emo_jax.convert.state_dict import ConversionError
 
-# Jobs that later issues build: subcommand -> what it will do.
-NOT_BUILT = {
-    "sample": "audio-driven video sampling (sampling issue)",
-}
-
 
 def _demo(args: argparse.Namespace) -> None:
-    from emo_jax.config import load_config
     from emo_jax.demo import run_demo
 
-    config = load_config(args.config)
-    result = run_demo(config)
-    print(f"emo-jax demo ({args.config}): random-init EMO model, one denoising forward of a clip")
-    print(f"  params: EMO {result.param_counts['emo']:,}, VAE {result.param_counts['vae']:,}")
-    descriptions = {
-        "image": "skimage.data.astronaut(), resized: the reference",
-        "latent": "VAE posterior sample x scaling_factor",
-        "noise_pred": "EMO prediction at t=500 (synthetic speech, face box, speed)",
-        "decoded": "VAE decode of the predicted clean frames",
-    }
-    for name, description in descriptions.items():
-        print(f"  {name:<10} {str(list(result.shapes[name])):<19} {description}")
-    print(
-        f"  time: first call {result.first_call_s:.2f} s (XLA compile + run), "
-        f"then {result.step_s * 1e3:.1f} ms per step"
+    result = run_demo(
+        args.out,
+        sampler=args.sampler,
+        steps=args.steps,
+        eta=args.eta,
+        guidance_audio=args.guidance_audio,
+        guidance_reference=args.guidance_ref,
+        seed=args.seed,
+        speed=args.speed,
+        mask_expand=args.mask_expand,
     )
+    print(
+        f"emo-jax demo: {result.video} ({result.frames} frames at {result.fps:g} fps, {result.seconds:.2f} s, "
+        f"{result.wall_s:.0f} s): the bundled demo model makes the example face speak the example audio; "
+        f"frames: {result.strip}"
+    )
+
+
+def _sample(args: argparse.Namespace) -> None:
+    from emo_jax.sample import SamplingSettings, load_bundle, sample_video
+    from emo_jax.sample.inputs import check_output
+
+    check_output(args.out)  # before loading anything
+    bundle = load_bundle(args.checkpoint or demo_checkpoint())
+    settings = SamplingSettings.from_config(
+        bundle.config,
+        sampler=args.sampler,
+        steps=args.steps,
+        eta=args.eta,
+        guidance_audio=args.guidance_audio,
+        guidance_reference=args.guidance_ref,
+        seed=args.seed,
+    )
+    result = sample_video(
+        bundle, args.image, args.audio, args.out, settings, speed=args.speed, mask_expand=args.mask_expand
+    )
+    print(
+        f"emo-jax sample: {result.video} ({result.frames} frames at {result.fps:g} fps, {result.seconds:.2f} s of "
+        f"audio, {result.clips} clips, {result.wall_s:.1f} s); frames: {result.strip}; model: {bundle.source}"
+    )
+
+
+def _sampling_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags that override the model config's `sample` defaults (shown by `emo-jax sample --help`)."""
+    parser.add_argument("--steps", type=int, help="denoising steps per clip (default: the model's, e.g. 40)")
+    parser.add_argument("--sampler", choices=["ddim", "dpm++"], help="default: the model's")
+    parser.add_argument("--eta", type=float, help="DDIM noise (0: deterministic)")
+    parser.add_argument("--guidance-audio", type=float, help="audio guidance scale A")
+    parser.add_argument("--guidance-ref", type=float, help="reference guidance scale R (1: keep the reference)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--speed", help="head speed: slow, normal, fast, or degrees per frame")
+    parser.add_argument("--mask-expand", type=float, help="face box growth for the face locator mask (Hallo: 1.2)")
+
+
+def demo_checkpoint():
+    from emo_jax.assets import DEMO_MODEL
+
+    return DEMO_MODEL
+
+
+def _export(args: argparse.Namespace) -> None:
+    from emo_jax.sample import export_bundle
+
+    out = export_bundle(args.checkpoint, args.out)
+    size = sum(p.stat().st_size for p in out.iterdir()) / 2**20
+    print(f"emo-jax export: {args.checkpoint} -> {out} ({size:.1f} MiB)")
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -48,6 +92,36 @@ def _train(args: argparse.Namespace) -> None:
     if metrics:
         shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if not k.startswith("loss_t"))
         print(f"emo-jax train: {args.workdir}: {shown}")
+
+
+def _train_vae(args: argparse.Namespace) -> None:
+    import numpy as np
+    from tqdm import tqdm
+
+    from emo_jax.build import build_vae
+    from emo_jax.checkpoint import save_model
+    from emo_jax.config import load_config
+    from emo_jax.train.vae import VAETraining, preprocessed_frames, reconstruction_psnr, train_vae
+
+    config = load_config(args.config)
+    config.vae.checkpoint, config.vae.random = "", True  # start from the config's layout at random init
+    frames = preprocessed_frames(args.preprocessed, config.data.size)
+    held_out, frames = frames[:: args.held_out_every], np.delete(frames, np.s_[:: args.held_out_every], axis=0)
+    settings = VAETraining(steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate)
+    progress = tqdm(total=settings.steps, unit="step", desc="training VAE")
+
+    def log(step: int, metrics: dict[str, float]) -> None:
+        progress.update()
+        if step % 10 == 0:
+            progress.set_postfix(l1=f"{metrics['l1']:.4f}", kl=f"{metrics['kl']:.1f}")
+
+    vae = train_vae(build_vae(config, config.seed), frames, settings, log)
+    progress.close()
+    save_model(args.out, vae)
+    print(
+        f"emo-jax train-vae: {args.out}: {len(frames)} frames, scaling_factor {vae.config.scaling_factor:.4f}, "
+        f"held-out reconstruction PSNR {reconstruction_psnr(vae, held_out[:256]):.1f} dB ({len(held_out)} frames)"
+    )
 
 
 def _convert(args: argparse.Namespace) -> None:
@@ -188,18 +262,33 @@ def _bench(args: argparse.Namespace) -> None:
     bench.main(args.bench_args)
 
 
-def _not_built(args: argparse.Namespace) -> None:
-    print(f"emo-jax {args.command}: not built yet: {NOT_BUILT[args.command]}.", file=sys.stderr)
-    raise SystemExit(2)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="emo-jax", description="EMO audio-to-video diffusion in JAX/Flax.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="tiny models, one denoising forward on a real photo (bundled defaults)")
-    demo.add_argument("--config", default="tiny", help="config file, or a bundled name (default: tiny)")
+    demo = sub.add_parser(
+        "demo", help="a talking video from the bundled demo model, example face and example audio (CPU, minutes)"
+    )
+    demo.add_argument("--out", default="demo.mp4", help="output .mp4 (default: demo.mp4)")
+    _sampling_flags(demo)
     demo.set_defaults(func=_demo)
+
+    sample = sub.add_parser(
+        "sample",
+        help="a talking video: one face image + one audio file -> MP4 (+ PNG strip of frames)",
+        description="Without --checkpoint, the bundled demo model (tiny, trained on the synthetic corpus).",
+    )
+    sample.add_argument("--image", required=True, help="reference image with one face (png, jpg, ...)")
+    sample.add_argument("--audio", required=True, help="speech or singing (wav, flac, mp3, m4a, ...)")
+    sample.add_argument("--out", required=True, help="output .mp4 (its folder must exist)")
+    sample.add_argument("--checkpoint", help="training workdir, checkpoint step folder, or exported bundle")
+    _sampling_flags(sample)
+    sample.set_defaults(func=_sample)
+
+    export = sub.add_parser("export", help="training run -> small self-contained bundle for sampling")
+    export.add_argument("checkpoint", help="training workdir or checkpoint step folder")
+    export.add_argument("--out", required=True, help="output folder: config.json, emo.safetensors, vae.safetensors")
+    export.set_defaults(func=_export)
 
     train = sub.add_parser(
         "train",
@@ -212,6 +301,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-config-change", action="store_true", help="resume a workdir whose run had another config"
     )
     train.set_defaults(func=_train, overrides=[])
+
+    vae = sub.add_parser(
+        "train-vae", help="fit a small VAE to preprocessed frames (the tiny size's; SD sizes convert SD's VAE)"
+    )
+    vae.add_argument("--preprocessed", required=True, help="the --out folder of `emo-jax preprocess`")
+    vae.add_argument("--out", required=True, help="output model folder (config.json + params/): config.vae.checkpoint")
+    vae.add_argument("--config", default="tiny", help="config whose vae.layout and data.size to use (default: tiny)")
+    vae.add_argument("--steps", type=int, default=2000)
+    vae.add_argument("--batch-size", type=int, default=16)
+    vae.add_argument("--learning-rate", type=float, default=1e-3)
+    vae.add_argument("--held-out-every", type=int, default=10, help="every Nth frame is kept out to measure PSNR")
+    vae.set_defaults(func=_train_vae)
 
     convert = sub.add_parser("convert", help="diffusers model or pipeline folder -> Orbax checkpoint")
     convert.add_argument("src", help="diffusers model folder (config.json + weights) or pipeline folder")
@@ -277,8 +378,6 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
     bench.set_defaults(func=_bench)
 
-    for name, what in NOT_BUILT.items():
-        sub.add_parser(name, help=f"{what} [not built yet]").set_defaults(func=_not_built)
     return parser
 
 
@@ -294,6 +393,9 @@ def main(argv: list[str] | None = None) -> None:
     except (ConversionError, FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"emo-jax {args.command}: error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        print(f"emo-jax {args.command}: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

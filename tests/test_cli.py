@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 from peers import require
 
-from emo_jax.cli import NOT_BUILT, main
-from emo_jax.config import load_config
-from emo_jax.demo import run_demo
+from emo_jax.cli import main
+from emo_jax.data.video import read_frames
 
 
 def test_help_lists_every_subcommand(capsys):
@@ -16,39 +15,30 @@ def test_help_lists_every_subcommand(capsys):
         main(["--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
-    for name in ["demo", "convert", "bench", *NOT_BUILT]:
+    for name in ["demo", "sample", "export", "train", "train-vae", "convert", "bench"]:
         assert name in out
 
 
-def test_unbuilt_subcommand_says_so(capsys):
+def test_demo_writes_a_talking_video_from_the_bundled_model(tmp_path, capsys):
+    out = tmp_path / "demo.mp4"
+    main(["demo", "--out", str(out), "--steps", "2"])
+    assert out.is_file() and out.with_suffix(".png").is_file()
+    frames = list(read_frames(out, 25.0))
+    assert len(frames) == 200 and frames[0].shape == (64, 64, 3)  # 8 s of example speech at 25 fps
+    assert "the bundled demo model" in capsys.readouterr().out
+
+
+def test_sample_refuses_a_missing_output_folder_before_any_work(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
-        main(["sample"])
-    assert info.value.code == 2
-    assert "not built yet" in capsys.readouterr().err
-
-
-def test_demo_runs_on_the_bundled_config(capsys):
-    main(["demo"])
-    out = capsys.readouterr().out
-    assert "image      [1, 64, 64, 3]" in out
-    assert "noise_pred [1, 4, 32, 32, 4]" in out
-    assert "decoded    [4, 64, 64, 3]" in out
-
-
-def test_demo_is_reproducible_from_its_seed():
-    config = load_config("tiny")
-    first, again = run_demo(config), run_demo(config)
-    config.seed = 1
-    other = run_demo(config)
-    for name, value in first.outputs.items():
-        assert np.isfinite(value).all()
-        np.testing.assert_array_equal(value, again.outputs[name])
-        assert not np.allclose(value, other.outputs[name])
+        main(["sample", "--image", "x.png", "--audio", "x.wav", "--out", str(tmp_path / "no" / "out.mp4")])
+    assert info.value.code == 1
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "Traceback" not in err
 
 
 def test_missing_config_is_a_clear_error(capsys):
     with pytest.raises(SystemExit) as info:
-        main(["demo", "--config", "no/such/config.py"])
+        main(["info", "--config", "no/such/config.py"])
     assert info.value.code == 1
     assert "no/such/config.py" in capsys.readouterr().err
 

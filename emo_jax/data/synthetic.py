@@ -301,3 +301,32 @@ def warped_photo_video(
         crop = size * (1 - 1 / zoom) / 2
         frames.append(np.asarray(moved.resize((size, size), Image.BICUBIC, box=(crop, crop, size - crop, size - crop))))
     return np.stack(frames), motion["roll"].astype(np.float32)
+
+
+REST_STATE = dict(yaw=0.0, pitch=0.0, roll=0.0, tx=0.0, ty=0.0, mouth_open=0.0, mouth_round=0.0, blink=0.0)
+
+
+def write_rest_image(identity_seed: int, path: str | Path, size: int = 256) -> Path:
+    """The identity at rest (facing the camera, mouth closed) as an image at `path`, with its face box beside it
+    in `path`.json ({"box": [x0, y0, x1, y1]}), as a synthetic video's sidecar: a reference for sampling."""
+    from PIL import Image
+
+    path = Path(path)
+    identity = Identity.sample(identity_seed)
+    Image.fromarray(render_frame(identity, size, REST_STATE)).save(path)
+    path.with_suffix(".json").write_text(json.dumps({"box": _true_box(identity, REST_STATE, size)}) + "\n")
+    return path
+
+
+def write_example_inputs(directory: str | Path, *, seconds: float = 8.0, size: int = 256) -> dict[str, Path]:
+    """The bundled sampling example (emo_jax/assets/examples): held-out identity `HELD_OUT_IDENTITIES[0]` at rest
+    (face.png + face.json) and held-out speech `HELD_OUT_AUDIO[0]` (speech.wav, 16 kHz, 16-bit)."""
+    import soundfile
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    image = write_rest_image(HELD_OUT_IDENTITIES[0], directory / "face.png", size)
+    waveform, _ = speech_audio(seconds, HELD_OUT_AUDIO[0])
+    audio = directory / "speech.wav"
+    soundfile.write(audio, waveform, SAMPLE_RATE, subtype="PCM_16")
+    return {"image": image, "audio": audio}

@@ -63,7 +63,7 @@ def _spaced(num_train: int, steps: int, spacing: str, *, steps_offset: int, extr
     if spacing == "trailing":
         return (np.round(np.arange(num_train, 0, -num_train / steps)) - 1).astype(np.int64)
     if spacing == "linspace":
-        return np.linspace(0, num_train - 1, steps + extra).round()[::-1][: steps].astype(np.int64)
+        return np.linspace(0, num_train - 1, steps + extra).round()[::-1][:steps].astype(np.int64)
     ratio = num_train // (steps + extra)
     return ((np.arange(steps + extra) * ratio).round()[::-1][:steps] + steps_offset).astype(np.int64)
 

@@ -1,0 +1,120 @@
+"""What sampling loads: a trained EMO model, its VAE and the config they were trained with.
+
+Two sources, one result (`Bundle`):
+  * a training run (`emo-jax train --workdir`): the workdir (its latest checkpoint) or one step folder. The
+    EMO weights are the EMA where the run kept one, else the trained weights, plus the frozen ones; the VAE is
+    the one the run trained with (its weights are part of every checkpoint).
+  * an exported bundle (`export_bundle`, `emo-jax export`): a folder with `config.json`, `emo.safetensors` and
+    `vae.safetensors`, weights by dotted parameter path. Small and self-contained: the demo model ships as one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from emo_jax.build import build_emo, compute_of, vae_config
+from emo_jax.models import AutoencoderKL
+from emo_jax.models.emo import EMO
+from emo_jax.train.checkpointing import CONFIG_FILE
+from emo_jax.train.init import load_stage
+
+BUNDLE_FILES = ("config.json", "emo.safetensors", "vae.safetensors")
+
+
+@dataclasses.dataclass
+class Bundle:
+    config: ml_collections.ConfigDict
+    model: EMO
+    vae: AutoencoderKL
+    source: str  # where it came from (a path and, for a run, the step)
+
+
+def _step_folder(path: Path) -> Path:
+    if (path / "checkpoints").is_dir():
+        steps = sorted(int(p.name) for p in (path / "checkpoints").iterdir() if p.name.isdigit())
+        if not steps:
+            raise FileNotFoundError(f"{path}: a training workdir without any finished checkpoint")
+        return path / "checkpoints" / str(steps[-1])
+    return path
+
+
+def read_run(path: str | Path) -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray], str]:
+    """A training workdir or step folder -> (config dict, EMO weights, VAE weights, 'path @ step N')."""
+    path = Path(path).absolute()
+    step_dir = _step_folder(path)
+    if not (step_dir / "state").is_dir():
+        raise FileNotFoundError(
+            f"{path}: not a training workdir, checkpoint step folder or exported bundle "
+            f"(none of checkpoints/, state/, {', '.join(BUNDLE_FILES)})"
+        )
+    config_file = step_dir / "config" / "metadata" if (step_dir / "config" / "metadata").is_file() else None
+    config_file = config_file or step_dir.parent.parent / CONFIG_FILE
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{step_dir}: no config saved with the checkpoint ({config_file})")
+    with ocp.PyTreeCheckpointer() as checkpointer:
+        tree = checkpointer.metadata(step_dir / "state").item_metadata.tree
+        use_ema = bool(tree["state"].get("ema"))
+        wanted = {
+            "state": {"ema" if use_ema else "trainable": tree["state"]["ema" if use_ema else "trainable"]},
+            "frozen": tree["frozen"],
+        }
+        restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
+        restored = checkpointer.restore(
+            step_dir / "state", args=ocp.args.PyTreeRestore(wanted, restore_args=restore_args, partial_restore=True)
+        )
+    emo = {**restored["state"]["ema" if use_ema else "trainable"], **restored["frozen"]["emo"]}
+    vae = restored["frozen"]["vae"]
+    source = f"{path} @ step {step_dir.name}" + (" (EMA)" if use_ema else "")
+    return json.loads(config_file.read_text()), emo, vae, source
+
+
+def read_bundle(path: str | Path) -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray], str]:
+    """An exported bundle folder -> (config dict, EMO weights, VAE weights, its path)."""
+    from safetensors.numpy import load_file
+
+    path = Path(path).absolute()
+    return (
+        json.loads((path / "config.json").read_text()),
+        load_file(path / "emo.safetensors"),
+        load_file(path / "vae.safetensors"),
+        str(path),
+    )
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """A training run or an exported bundle, built for sampling (weights strictly checked against the config)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"--checkpoint {path}: does not exist")
+    is_bundle = all((path / name).is_file() for name in BUNDLE_FILES)
+    config_dict, emo_weights, vae_weights, source = (read_bundle if is_bundle else read_run)(path)
+    config = ml_collections.ConfigDict(config_dict)
+    config.vae.checkpoint, config.vae.random = "", True  # the weights come from here, not from the VAE folder
+    model = nnx.eval_shape(lambda: build_emo(config, 0))
+    load_stage(model, emo_weights, keep=[], source=f"{source} (EMO)")
+    vae_layout = vae_config(config)
+    vae = nnx.eval_shape(lambda: AutoencoderKL(vae_layout, compute=compute_of(config), rngs=nnx.Rngs(0)))
+    load_stage(vae, vae_weights, keep=[], source=f"{source} (VAE)")
+    return Bundle(config, model, vae, source)
+
+
+def export_bundle(checkpoint: str | Path, out: str | Path) -> Path:
+    """A training run's weights (EMA where kept) -> an exported bundle folder `out` (fp32 safetensors)."""
+    from safetensors.numpy import save_file
+
+    config, emo, vae, source = read_run(checkpoint)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = dict(config, exported_from=source)
+    save_file({k: np.ascontiguousarray(v) for k, v in emo.items()}, out / "emo.safetensors")
+    save_file({k: np.ascontiguousarray(v) for k, v in vae.items()}, out / "vae.safetensors")
+    (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+    return out

@@ -1,0 +1,223 @@
+"""A talking video from a reference, audio features, a face mask and a head speed: clips of `num_frames`
+chained by their last `num_motion_frames` frames, each denoised by one jitted loop.
+
+Per video: the VAE encodes the reference and the ReferenceNet reads it once. Per clip: the last frames of the
+previous clip are re-encoded (VAE, then ReferenceNet) as motion frames (zero maps for the first clip, as in
+training), the whole denoising loop runs as one `lax.fori_loop` with every guidance branch in one batched
+backbone call, and the VAE decodes the clip in chunks of frames; frames go to the caller as they are made, so
+memory stays flat however long the audio.
+
+Classifier-free guidance with separate audio and reference scales A and R, from three branches:
+
+    pred = none + R * (reference_only - none) + A * (full - reference_only)
+
+R = A is Hallo's form (the unconditional branch drops every condition); R = 1 keeps the reference in the
+unconditional branch (EchoMimic's form); A = R = 1 is no guidance. Branches with zero weight are not run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from emo_jax.diffusion import samplers, schedules
+from emo_jax.models import AutoencoderKL
+from emo_jax.models.emo import EMO
+
+SPEED_NAMES = ("slow", "normal", "fast")
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingSettings:
+    sampler: str = "ddim"
+    steps: int = 40
+    eta: float = 0.0  # DDIM's noise; 0 deterministic
+    timestep_spacing: str | None = None  # None: 'trailing' for zero-terminal-SNR schedules, else the sampler's
+    guidance_audio: float = 3.5
+    guidance_reference: float = 3.5
+    seed: int = 0
+    decode_chunk: int = 8  # frames per VAE decode call
+    use_audio: bool = True  # False: every branch drops the audio (the audio-free baseline of evaluations)
+
+    @classmethod
+    def from_config(cls, config: ml_collections.ConfigDict, **changes) -> SamplingSettings:
+        """The config's `sample` defaults (what the model was tuned with), then `changes` that are not None."""
+        defaults = dict(config.get("sample", {}))
+        defaults.pop("speed", None), defaults.pop("mask_expand", None)
+        return cls(**{**defaults, **{k: v for k, v in changes.items() if v is not None}})
+
+    def table(self, config: ml_collections.ConfigDict) -> samplers.SamplerTable:
+        abar = schedules.alphas_cumprod(**config.schedule)
+        spacing = self.timestep_spacing
+        if spacing is None:
+            zero_snr = config.schedule.get("rescale_betas_zero_snr", False)
+            spacing = "trailing" if zero_snr else ("leading" if self.sampler == "ddim" else "linspace")
+        return samplers.make_table(
+            self.sampler,
+            abar,
+            self.steps,
+            prediction_type=config.model.prediction_type,
+            eta=self.eta,
+            timestep_spacing=spacing,
+        )
+
+
+def guidance_branches(audio: float, reference: float, *, use_audio: bool = True) -> list[tuple[int, int, float]]:
+    """[(reference_keep, audio_keep, weight)] of the branches with a non-zero weight (full branch first).
+    Without `use_audio` the 'full' branch drops the audio too: only the reference scale applies."""
+    if not use_audio:
+        branches = [(1, 0, reference), (0, 0, 1.0 - reference)]
+    else:
+        branches = [(1, 1, audio), (1, 0, reference - audio), (0, 0, 1.0 - reference)]
+    return [b for i, b in enumerate(branches) if i == 0 or b[2] != 0]
+
+
+def head_speed(speed: str | float, config: ml_collections.ConfigDict) -> float:
+    """'slow' | 'normal' | 'fast' (the second, middle and second-to-last speed-bucket centres of the trained
+    model) or degrees per frame."""
+    centres = sorted(config.model.speed.centres) if config.model.get("speed") else [0.0]
+    if isinstance(speed, str) and speed in SPEED_NAMES:
+        index = {"slow": min(1, len(centres) - 1), "normal": len(centres) // 2, "fast": max(len(centres) - 2, 0)}
+        return float(centres[index[speed]])
+    try:
+        value = float(speed)
+    except ValueError:
+        raise ValueError(f"speed must be one of {SPEED_NAMES} or degrees per frame, got {speed!r}") from None
+    if not 0 <= value < 90:
+        raise ValueError(f"speed must be in [0, 90) degrees per frame, got {value}")
+    return value
+
+
+class Progress:
+    """What the jitted loop reports each step to (through `jax.debug.callback`): a callable or nothing."""
+
+    step: Callable[[], None] | None = None
+
+    @classmethod
+    def report(cls, _) -> None:
+        if cls.step is not None:
+            cls.step()
+
+
+class VideoSampler:
+    """`frames(...)` yields a video's frames [S, S, 3] uint8; one compile per clip shape and settings."""
+
+    def __init__(self, model: EMO, vae: AutoencoderKL, config: ml_collections.ConfigDict, settings: SamplingSettings):
+        self.config, self.settings = config, settings
+        self.num_frames, self.num_motion = config.data.num_frames, config.model.num_motion_frames
+        self.temporal = config.model.backbone.motion is not None
+        self.table = settings.table(config)
+        self.branches = guidance_branches(
+            settings.guidance_audio, settings.guidance_reference, use_audio=settings.use_audio
+        )
+        self.scale = vae.config.scaling_factor
+        self.prediction_type = config.model.prediction_type
+        graph, state = nnx.split((model, vae))
+        self._encode_latents = jax.jit(lambda state, pixels: self._merge(graph, state)[1].encode(pixels).mean)
+        self._decode = jax.jit(lambda state, latents: self._merge(graph, state)[1].decode(latents))
+        self._reference = jax.jit(lambda state, latent: self._merge(graph, state)[0].encode_reference(latent))
+        self._motion = jax.jit(lambda state, latents, has: self._merge(graph, state)[0].encode_motion(latents, has))
+        self._denoise = jax.jit(lambda state, *args: self._loop(self._merge(graph, state)[0], *args))
+        self._state = state
+
+    @staticmethod
+    def _merge(graph, state) -> tuple[EMO, AutoencoderKL]:
+        return nnx.merge(graph, state)
+
+    def _loop(self, model: EMO, reference, motion, face_mask, audio, speed, key) -> jax.Array:
+        """The denoising loop of one clip (batch 1): -> clean latents [1, F, h, w, C] (scaled)."""
+        k = len(self.branches)
+        ref_keep = jnp.array([b[0] for b in self.branches], jnp.float32)
+        audio_keep = jnp.array([b[1] for b in self.branches], jnp.float32)
+        weights = jnp.array([b[2] for b in self.branches], jnp.float32).reshape(k, 1, 1, 1, 1)
+        tile = lambda x: None if x is None else jnp.repeat(x, k, axis=0)
+        conditions = dict(
+            face_mask=tile(face_mask),
+            motion=None if motion is None else jax.tree.map(tile, motion),
+            audio_features=tile(audio),
+            speed=tile(speed),
+            reference_keep=ref_keep,
+            audio_keep=audio_keep if audio is not None else None,
+        )
+        reference = jax.tree.map(tile, reference)
+        table = self.table.arrays()
+        h, w = face_mask.shape[1] // model.config.mask_factor, face_mask.shape[2] // model.config.mask_factor
+        shape = (1, self.num_frames, h, w, model.config.backbone.in_channels)
+        k_init, k_steps = jax.random.split(key)
+
+        def body(i, carry):
+            x, x0_prev = carry
+            t = table["timesteps"][i]
+            output = model.denoise(jnp.repeat(x, k, axis=0), jnp.full((k,), t), reference, **conditions)
+            guided = (output.astype(jnp.float32) * weights).sum(0, keepdims=True)
+            noise = jax.random.normal(jax.random.fold_in(k_steps, i), shape) if self.table.stochastic else None
+            x, x0 = samplers.step(table, i, self.prediction_type, guided, x, x0_prev, noise)
+            jax.debug.callback(Progress.report, i)
+            return x, x0
+
+        x = jax.random.normal(k_init, shape)
+        x, _ = jax.lax.fori_loop(0, self.table.num_steps, body, (x, jnp.zeros(shape)))
+        return x
+
+    def _pixels_to_latents(self, pixels: np.ndarray) -> jax.Array:
+        """uint8 [N, S, S, 3] -> scaled latent means [N, h, w, C]."""
+        return self._encode_latents(self._state, jnp.asarray(pixels, jnp.float32) / 127.5 - 1.0) * self.scale
+
+    def _decode_frames(self, latents: jax.Array) -> np.ndarray:
+        """Scaled latents [F, h, w, C] -> uint8 [F, S, S, 3], in chunks of the same shape (one compile)."""
+        chunk, out = min(self.settings.decode_chunk, len(latents)), []
+        for start in range(0, len(latents), chunk):
+            part = latents[start : start + chunk]
+            padded = jnp.concatenate([part, jnp.repeat(part[-1:], chunk - len(part), axis=0)])
+            pixels = np.asarray(self._decode(self._state, padded / self.scale))[: len(part)]
+            out.append(np.clip((pixels + 1.0) * 127.5, 0, 255).round().astype(np.uint8))
+        return np.concatenate(out)
+
+    def num_clips(self, total_frames: int) -> int:
+        return -(-total_frames // self.num_frames)
+
+    def frames(
+        self,
+        reference: np.ndarray,
+        face_mask: np.ndarray,
+        audio_features: np.ndarray | None,
+        speed: float | None,
+        total_frames: int,
+        on_clip: Callable[[int], None] | None = None,
+    ) -> Iterator[np.ndarray]:
+        """reference [S, S, 3] uint8; face_mask [S, S, 1]; audio_features [>= clips * F, 2m + 1, L, D] (None for
+        a model without audio); speed in degrees per frame (None without speed layers) -> `total_frames` frames."""
+        f, n = self.num_frames, self.num_motion
+        clips = self.num_clips(total_frames)
+        if audio_features is not None and len(audio_features) < clips * f:
+            raise ValueError(f"audio features cover {len(audio_features)} frames, {clips * f} needed")
+        ref_latent = self._pixels_to_latents(reference[None])  # [1, h, w, C]
+        ref_features = self._reference(self._state, ref_latent)
+        mask = jnp.asarray(face_mask[None])
+        speeds = None if speed is None else jnp.full((1, f), speed, jnp.float32)
+        previous, made = None, 0
+        key = jax.random.key(self.settings.seed)
+        for clip in range(clips):
+            motion = None
+            if self.temporal and n:
+                if previous is None:
+                    latents, has = jnp.zeros((1, n) + ref_latent.shape[1:]), jnp.zeros((1,))
+                else:
+                    latents, has = self._pixels_to_latents(previous[-n:])[None], jnp.ones((1,))
+                motion = self._motion(self._state, latents, has)
+            audio = None if audio_features is None else jnp.asarray(audio_features[None, clip * f : (clip + 1) * f])
+            latents = self._denoise(
+                self._state, ref_features, motion, mask, audio, speeds, jax.random.fold_in(key, clip)
+            )
+            previous = self._decode_frames(latents[0])
+            for frame in previous[: total_frames - made]:
+                yield frame
+            made += len(previous)
+            if on_clip is not None:
+                on_clip(clip)
