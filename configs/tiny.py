@@ -1,14 +1,17 @@
 """The CPU model: every EMO part at a size a 2-core CPU trains, on the synthetic talking-face corpus.
 
 One run trains all of it from scratch at once (reference, audio, temporal and speed layers, face locator),
-64 px frames, a 2-stage VAE (32x32 latents), 4 frames + 2 motion frames, log-mel audio. It is the model the
-demo and the tests build. Make the corpus, then train:
+64 px frames, a 2-stage VAE (32x32 latents), 4 frames + 2 motion frames, log-mel audio. The tests build it with
+a random VAE; the bundled demo model (emo_jax/assets/demo_model) was made with this config and a VAE trained
+first on the same frames:
 
-    emo-jax synth --out synth --videos 16 --seconds 6 --size 64
-    emo-jax preprocess --videos synth --out prep --size 64
+    emo-jax synth --out synth --videos 64 --seconds 8 --size 64
+    emo-jax preprocess --videos synth --out prep --size 64 --workers 2
     emo-jax build-dataset --preprocessed prep --data-dir tfds --config logmel
-    emo-jax train --config configs/tiny.py --config.data.data_dir=tfds --config.data.report=prep/report.json \\
-        --workdir runs/tiny
+    emo-jax train-vae --preprocessed prep --out vae --steps 1500 --batch-size 8 --learning-rate 1e-3
+    emo-jax train --config configs/tiny.py --config.data.data_dir=tfds --config.data.report=prep/report.json \
+        --config.vae.checkpoint=vae --config.vae.random=False --workdir run
+    emo-jax export run --out demo_model
 """
 
 import emo_base
@@ -23,5 +26,7 @@ def get_config(arg=None):
     emo_base.cpu_data(c)
     c.data.fps = 25.0  # the synthetic corpus' rate
     c.optimizer.update(learning_rate=3e-4, warmup_steps=50)
-    c.train.update(steps=1000, log_every=10, checkpoint_every=100, image_every=100)
+    c.ema.decay = 0.995
+    c.train.update(steps=1000, log_every=10, checkpoint_every=100, image_every=250, keep_checkpoints=2)
+    c.sample.update(sampler="dpm++", steps=20)
     return c

@@ -225,3 +225,16 @@ def test_bad_output_paths_are_named(tmp_path):
     with pytest.raises(InputError, match="must be an .mp4"):
         check_output(tmp_path / "out.avi")
     assert check_output(tmp_path / "out.mp4") == tmp_path / "out.mp4"
+
+
+def test_of_several_faces_the_largest_is_taken_with_a_warning(tmp_path, caplog):
+    from emo_jax.data.synthetic import REST_STATE, Identity, render_frame
+    from emo_jax.sample.inputs import find_face
+
+    big = render_frame(Identity.sample(1), 320, REST_STATE)
+    small = np.full((320, 320, 3), 255, np.uint8)
+    small[80:240, 80:240] = render_frame(Identity.sample(2), 160, REST_STATE)
+    path = tmp_path / "two.png"
+    box = find_face(np.concatenate([small, big], axis=1), path)
+    assert "2 faces found; using the largest" in caplog.text
+    assert box[0] > 320 and box[2] - box[0] > 100  # the big face, on the right

@@ -14,6 +14,9 @@ the three, cropped and sized as the model sees them, and each gets these scores:
   jitter    mean absolute second difference of the face-box centre, pixels per frame^2 (smoothness of motion);
   speed     mean face-box centre speed, pixels per frame (how much the head moves).
 
+`--drift 60` instead makes one 60 s video and compares its last 10 s with its first 10 s (skin colour error,
+sharpness as the variance of the Laplacian): long videos must not drift.
+
 The audio envelope is what drives the synthetic mouth, so a model that learned lip sync scores near the truth on
 sync and far above the audio-free baseline.
 """
@@ -128,6 +131,53 @@ def evaluate(
     return results
 
 
+def sharpness(frame: np.ndarray) -> float:
+    """Variance of the Laplacian of the gray frame (higher is sharper)."""
+    gray = frame.astype(np.float64).mean(-1)
+    laplacian = gray[1:-1, :-2] + gray[1:-1, 2:] + gray[:-2, 1:-1] + gray[2:, 1:-1] - 4 * gray[1:-1, 1:-1]
+    return float(laplacian.var())
+
+
+def drift(checkpoint: str | Path, *, seconds: float = 60.0, window: float = 10.0, progress: bool = True, **sampling):
+    """One long video (held-out identity and speech): skin colour error and sharpness over the first and the last
+    `window` seconds, and the last window's change relative to the first (0.1 = 10% worse)."""
+    import soundfile
+
+    from emo_jax.data.video import read_frames
+    from emo_jax.sample import SamplingSettings, load_bundle, sample_video
+
+    bundle = load_bundle(checkpoint)
+    fps = float(bundle.config.data.fps)
+    identity_seed, audio_seed = synthetic.HELD_OUT_IDENTITIES[1], synthetic.HELD_OUT_AUDIO[1]
+    identity = synthetic.Identity.sample(identity_seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        rest = synthetic.write_rest_image(identity_seed, tmp / "rest.png")
+        waveform, _ = synthetic.speech_audio(seconds, audio_seed)
+        soundfile.write(tmp / "speech.wav", waveform, SAMPLE_RATE)
+        settings = SamplingSettings.from_config(bundle.config, **sampling)
+        sample_video(bundle, rest, tmp / "speech.wav", tmp / "long.mp4", settings, progress=progress)
+        frames = np.stack(list(read_frames(tmp / "long.mp4", fps)))
+    n = int(window * fps)
+    result = {}
+    for name, part in (("first", frames[:n]), ("last", frames[-n:])):
+        measured = [synthetic.measure_frame(f, identity) for f in part]
+        found = [m for m in measured if m["skin"] is not None]
+        result[name] = {
+            "colour_error": float(np.mean([np.abs(np.asarray(m["skin"]) - identity.skin).max() for m in found]))
+            if found
+            else 1.0,
+            "face_found": len(found) / len(part),
+            "sharpness": float(np.mean([sharpness(f) for f in part])),
+        }
+    first, last = result["first"], result["last"]
+    result["change"] = {
+        "colour_error": (last["colour_error"] - first["colour_error"]) / max(first["colour_error"], 1e-6),
+        "sharpness": (first["sharpness"] - last["sharpness"]) / max(first["sharpness"], 1e-6),
+    }
+    return result
+
+
 def summary(results: list[PairResult]) -> dict[str, dict[str, float]]:
     """Mean of each score over the pairs, per source (truth, model, audio_free)."""
     return {
@@ -153,6 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--guidance-audio", type=float)
     parser.add_argument("--guidance-ref", type=float)
     parser.add_argument("--json", help="write the per-pair scores and their means here")
+    parser.add_argument("--drift", type=float, help="instead: one video this many seconds long, first vs last 10 s")
     args = parser.parse_args(argv)
     sampling = dict(
         steps=args.steps,
@@ -160,6 +211,12 @@ def main(argv: list[str] | None = None) -> None:
         guidance_audio=args.guidance_audio,
         guidance_reference=args.guidance_ref,
     )
+    if args.drift:
+        report = drift(args.checkpoint, seconds=args.drift, **sampling)
+        print(json.dumps(report, indent=1))
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+        return
     results = evaluate(args.checkpoint, pairs=args.pairs, seconds=args.seconds, **sampling)
     means = summary(results)
     print(table(means))

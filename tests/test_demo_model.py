@@ -1,0 +1,40 @@
+"""The bundled demo model and example inputs: what they are, and that the model learned lip sync."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from emo_jax.assets import DEMO_MODEL, EXAMPLE_AUDIO, EXAMPLE_IMAGE
+from emo_jax.data.synthetic import HELD_OUT_IDENTITIES, write_example_inputs
+from emo_jax.eval.synthetic import evaluate, summary
+from emo_jax.sample import load_bundle
+
+SIZE_LIMIT = 20 * 2**20  # shipped in git without LFS
+
+
+def test_the_examples_are_the_held_out_synthetic_inputs(tmp_path):
+    made = write_example_inputs(tmp_path)
+    assert made["image"].read_bytes() == EXAMPLE_IMAGE.read_bytes()
+    assert made["audio"].read_bytes() == EXAMPLE_AUDIO.read_bytes()
+    box = json.loads(EXAMPLE_IMAGE.with_suffix(".json").read_text())["box"]
+    assert len(box) == 4 and HELD_OUT_IDENTITIES[0] == 10_000
+
+
+def test_the_demo_bundle_is_small_and_loads_with_its_trained_vae():
+    assert sum(p.stat().st_size for p in DEMO_MODEL.iterdir()) < SIZE_LIMIT
+    bundle = load_bundle(DEMO_MODEL)
+    assert bundle.config.size == "tiny" and "exported_from" in bundle.config
+    assert bundle.vae.config.scaling_factor == bundle.config.vae.scaling_factor != 0.18215  # measured, not SD's
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(nnx.state(bundle.model)))
+
+
+@pytest.mark.slow
+def test_the_demo_model_follows_the_audio_better_than_without_it():
+    """Held-out identities and audio: the mouth opening's correlation with the loudness is clearly higher with
+    the audio than with the audio dropped (the same model, audio_keep = 0)."""
+    means = summary(evaluate(DEMO_MODEL, pairs=2, seconds=3.0, progress=False))
+    assert means["model"]["sync"] > means["audio_free"]["sync"] + 0.2, means
+    assert means["model"]["face_found"] > 0.9, means
