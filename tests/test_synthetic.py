@@ -26,6 +26,26 @@ def test_measure_frame_recovers_the_truth(identity, audio, singing):
     assert np.abs(skin - np.array(video.identity.skin)).max() < 0.02
 
 
+def test_soft_mouth_area_follows_the_truth_through_blur():
+    """A blur like the tiny VAE's (Gaussian, 1 px at 64 px) defeats the colour threshold, not the soft area."""
+    from scipy.ndimage import gaussian_filter
+
+    from PIL import Image
+
+    video = make_video(4, 6, seconds=4.0, size=256)
+    small = np.stack([np.asarray(Image.fromarray(f).resize((64, 64), Image.Resampling.LANCZOS)) for f in video.frames])
+    video.frames = small  # as sampling sees a 256 px face: downscaled to the model's 64 px
+    blurred = np.stack([gaussian_filter(f.astype(np.float32), (1.0, 1.0, 0)) for f in video.frames])
+    blurred = blurred.round().clip(0, 255).astype(np.uint8)
+    truth = np.asarray(video.truth["mouth_open"])
+    sharp_area = np.array([measure_frame(f, video.identity)["mouth_area"] for f in video.frames])
+    blur_area = np.array([measure_frame(f, video.identity)["mouth_area"] for f in blurred])
+    blur_open = np.array([measure_frame(f, video.identity)["mouth_open"] for f in blurred])
+    assert np.corrcoef(sharp_area, truth)[0, 1] > 0.9
+    assert np.corrcoef(blur_area, truth)[0, 1] > 0.8
+    assert np.corrcoef(blur_open, truth)[0, 1] < np.corrcoef(blur_area, truth)[0, 1] - 0.1
+
+
 def test_audio_drives_the_mouth_and_motion_speed_varies():
     video = make_video(7, 7, seconds=6.0, size=64)
     truth = video.truth

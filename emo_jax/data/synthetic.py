@@ -243,13 +243,23 @@ def measure_frame(frame: np.ndarray, identity: Identity, tolerance: float = 0.12
     """Reads a (rendered or generated) frame [H, W, 3] uint8 back, knowing the identity's colours.
 
     mouth_open: mouth-coloured area / (pi * its half-width) / the identity's open half-height (0 closed, 1 open);
+    mouth_area: the soft mouth area, robust to blur (a VAE's decode): every pixel counts by how close its colour
+    is to the mouth's (1 at the mouth colour, 0 at `COLOUR_SEPARATION` or further, where every other colour of
+    the face lies), over the area of the identity's open mouth;
     box: [x0, y0, x1, y1] of skin-coloured pixels (None if no face); skin: their mean RGB in [0, 1].
     """
     pixels = frame.astype(np.float32) / 255.0
     size = frame.shape[0]
     skin_mask = np.abs(pixels - np.asarray(identity.skin)).max(-1) < tolerance
     mouth_mask = np.abs(pixels - np.asarray(MOUTH_COLOUR)).max(-1) < tolerance
-    result: dict[str, object] = {"mouth_open": 0.0, "box": None, "skin": None}
+    closeness = np.clip(1.0 - np.abs(pixels - np.asarray(MOUTH_COLOUR)).max(-1) / COLOUR_SEPARATION, 0, 1)
+    open_area = np.pi * identity.mouth_w * identity.mouth_h * size * size
+    result: dict[str, object] = {
+        "mouth_open": 0.0,
+        "mouth_area": float(closeness.sum() / open_area),
+        "box": None,
+        "skin": None,
+    }
     if skin_mask.sum() > 20:
         ys, xs = np.nonzero(skin_mask)
         result["box"] = [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]

@@ -7,8 +7,9 @@ rest frame and the audio, and makes it again with the audio dropped (the audio-f
 audio_keep = 0 in every guidance branch). The corpus analyser (`synthetic.measure_frame`) reads every frame of
 the three, cropped and sized as the model sees them, and each gets these scores:
 
-  sync      correlation of the measured mouth opening with the audio's loudness per frame, best over lags of
-            -2..2 frames (the truth leads the sound by one frame);
+  sync      correlation of the measured mouth area (`mouth_area`: soft, so a VAE's blur does not hide the
+            mouth) with the audio's loudness per frame, best over lags of -2..2 frames (the truth leads the
+            sound by one frame);
   identity  face found (share of frames where the identity's skin colour is seen) and skin colour error (max
             channel, 0-1) of the face against the identity's;
   jitter    mean absolute second difference of the face-box centre, pixels per frame^2 (smoothness of motion);
@@ -59,7 +60,7 @@ def best_lag_correlation(x: np.ndarray, y: np.ndarray) -> float:
 def score_frames(frames: np.ndarray, identity: synthetic.Identity, envelope: np.ndarray) -> dict[str, float]:
     """frames [F, S, S, 3] uint8 of one video -> the SCORES."""
     measured = [synthetic.measure_frame(frame, identity) for frame in frames]
-    mouth = np.array([m["mouth_open"] for m in measured])
+    mouth = np.array([m["mouth_area"] for m in measured])
     found = [m for m in measured if m["box"] is not None]
     centres = np.array([[(m["box"][0] + m["box"][2]) / 2, (m["box"][1] + m["box"][3]) / 2] for m in found])
     colour = np.mean([np.abs(np.asarray(m["skin"]) - identity.skin).max() for m in found]) if found else 1.0

@@ -145,7 +145,7 @@ class Trainer:
         state = {
             "trainable": trainable,
             "opt": self.tx.init(trainable),
-            "ema": dict(trainable) if self.ema_decay else {},
+            "ema": jax.tree.map(jnp.copy, trainable) if self.ema_decay else {},  # own buffers: the step donates both
             "step": jnp.zeros((), jnp.int32),
             "rng": jax.random.key_data(jax.random.key(self.config.seed)),
         }
