@@ -2,8 +2,11 @@
 
 unet: the jitted Flax UNet forward against diffusers' PyTorch forward;
 audio: wav2vec2 (base size, random weights) on speech-like audio against transformers' PyTorch model.
-Same config, weights and inputs on both sides, on this machine: warm-up calls, then the median of `--repeats`
-timed calls. PyTorch is timed only when torch, diffusers and transformers are installed (the `test` extra).
+Same config, weights and inputs on both sides. Each side runs in its own process, `--rounds` times, alternating
+which goes first: warm-up calls, then the median of `--repeats` timed calls, with the machine's load during them
+(`bench_machine.LoadMeter`: cores used by this side and by everything else, steal); the CPU model and flags come
+first and a warning comes last when other processes were busy. PyTorch is timed only when torch, diffusers and
+transformers are installed (the `test` extra).
 data: preprocessing (videos per minute) and the grain pipeline (clips per second) on a corpus it writes first.
 train: training steps of a config (random batches of its shapes): step time, examples/s, FLOPs and MFU.
 compile: a config's training step built abstractly and compiled for a mesh: memory and FLOPs per device.
@@ -12,18 +15,25 @@ compile: a config's training step built abstractly and compiled for a mesh: memo
 from __future__ import annotations
 
 import argparse
-import importlib
+import dataclasses
+import importlib.util
 import itertools
+import json
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from emo_jax.bench_machine import OTHERS_WARN_SHARE, Load, LoadMeter
 from emo_jax.models import Compute, UNet, UNetConfig, param_counts
 from emo_jax.models.layers import ATTENTION_IMPLEMENTATIONS
 
@@ -39,55 +49,95 @@ def median_seconds(fn: Callable[[], object], *, warmup: int, repeats: int) -> fl
     return statistics.median(times)
 
 
-def import_peers(*modules: str) -> list | None:
-    """The PyTorch peer modules, or None (JAX is timed alone) where the `test` extra is not installed."""
-    try:
-        return [importlib.import_module(m) for m in modules]
-    except ImportError:
-        print(f"{', '.join(modules)} not installed: timing JAX only (pip install 'emo-jax[test]' for the comparison)")
-        return None
+def peers_installed(*modules: str) -> bool:
+    """Whether the PyTorch peers are importable (the `test` extra); without them JAX is timed alone."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        print(f"{', '.join(missing)} not installed: timing JAX only (pip install 'emo-jax[test]' for the comparison)")
+    return not missing
 
 
-def time_jax(
-    call: Callable[[], jax.Array], args: argparse.Namespace, speed: Callable[[float], str]
-) -> tuple[jax.Array, float]:
-    """Compile + first call, then the median of `args.repeats`; prints both. Returns (output, seconds)."""
+# -- JAX vs PyTorch, each side in its own process --------------------------------------------------------------
+#
+# A comparison runs `--rounds` rounds; each round starts one fresh process per side (alternating which goes
+# first), which builds its model from the weights the parent wrote, compiles / warms up, and times `--repeats`
+# calls under a LoadMeter. Sides never share a process or a moment, so PyTorch's and XLA's thread pools never
+# compete, and each timing says how busy the machine was.
+
+
+@dataclasses.dataclass
+class Side:
+    """One side of a comparison, as its process reports it."""
+
+    name: str
+    seconds: float
+    first_call_s: float
+    threads: str
+    load: Load
+    output: np.ndarray
+
+
+def _run_side(argv: list[str], side: str, workdir: Path, round_: int) -> Side:
+    result = workdir / f"{side}_{round_}.npz"
+    command = [sys.executable, "-m", "emo_jax.bench", *argv, "--side", side, "--workdir", str(workdir)]
+    completed = subprocess.run(command + ["--result", str(result)], capture_output=True, text=True)
+    if completed.returncode != 0:
+        raise SystemExit(f"the {side} side failed:\n{completed.stderr[-3000:]}")
+    with np.load(result) as saved:
+        meta = json.loads(str(saved["meta"]))
+        output = saved["output"]
+    return Side(side, meta["seconds"], meta["first_call_s"], meta["threads"], Load(**meta["load"]), output)
+
+
+def _timed_side(call: Callable[[], object], to_numpy: Callable[[object], np.ndarray], threads: str, args) -> None:
+    """The child's job: first call, then the median of `repeats` under a LoadMeter; writes `--result`."""
     start = time.perf_counter()
-    output = jax.block_until_ready(call())
-    print(f"  JAX compile + first call: {time.perf_counter() - start:.2f} s")
-    seconds = median_seconds(lambda: jax.block_until_ready(call()), warmup=args.warmup, repeats=args.repeats)
-    print(f"  JAX  (jit)      median of {args.repeats}: {speed(seconds)}")
-    return output, seconds
-
-
-def time_peer_and_compare(
-    call: Callable[[], object],
-    to_numpy: Callable[[object], np.ndarray],
-    ours: jax.Array,
-    jax_seconds: float,
-    args: argparse.Namespace,
-    speed: Callable[[float], str],
-) -> None:
-    """Times the PyTorch call like `time_jax` and prints the time ratio and the relative error of the outputs."""
-    import torch
-
-    from emo_jax.convert.verify import relative_error
-
-    with torch.inference_mode():
-        reference = to_numpy(call())
+    output = to_numpy(call())
+    first = time.perf_counter() - start
+    with LoadMeter() as meter:
         seconds = median_seconds(call, warmup=args.warmup, repeats=args.repeats)
-    print(
-        f"  PyTorch (eager) median of {args.repeats}: {speed(seconds)}"
-        f"  (torch {torch.__version__}, {torch.get_num_threads()} threads)"
-    )
-    print(f"  PyTorch / JAX time: {seconds / jax_seconds:.2f}x  (> 1: JAX faster)")
-    print(f"  relative error JAX vs PyTorch: {relative_error(ours, reference):.2e}")
+    meta = dict(seconds=seconds, first_call_s=first, threads=threads, load=dataclasses.asdict(meter.load))
+    np.savez(args.result, output=output, meta=json.dumps(meta))
 
 
-def bench_unet(args: argparse.Namespace) -> None:
+def compare(args: argparse.Namespace, argv: list[str], speed: Callable[[float], str], prepare: Callable) -> None:
+    """The parent: writes the shared weights (`prepare(workdir) -> sides`), runs the rounds, prints the table."""
+    from emo_jax.bench_machine import cpu_description
+
+    print(f"machine: {cpu_description()}")
+    with tempfile.TemporaryDirectory(prefix="emo_bench_") as tmp:
+        workdir = Path(tmp)
+        sides = prepare(workdir)
+        runs: dict[str, list[Side]] = {side: [] for side in sides}
+        for round_ in range(args.rounds):
+            for side in sides if round_ % 2 == 0 else sides[::-1]:
+                run = _run_side(argv, side, workdir, round_)
+                runs[side].append(run)
+                flag = "  <- others were busy: not trustworthy" if run.load.suspect else ""
+                print(
+                    f"  round {round_ + 1} {side:<7} median of {args.repeats}: {speed(run.seconds)}  "
+                    f"({run.threads}; first call {run.first_call_s:.2f} s; {run.load.describe()}){flag}"
+                )
+    medians = {side: statistics.median(r.seconds for r in rs) for side, rs in runs.items()}
+    for side, seconds in medians.items():
+        print(f"  {side:<7} median over {args.rounds} rounds: {speed(seconds)}")
+    if "torch" in runs:
+        from emo_jax.convert.verify import relative_error
+
+        print(f"  PyTorch / JAX time: {medians['torch'] / medians['jax']:.2f}x  (> 1: JAX faster)")
+        error = relative_error(runs["jax"][0].output, runs["torch"][0].output)
+        print(f"  relative error JAX vs PyTorch: {error:.2e}")
+    if any(r.load.suspect for rs in runs.values() for r in rs):
+        print(
+            f"WARNING: other processes used more than {OTHERS_WARN_SHARE:.0%} of the cores during some timed runs; "
+            "PyTorch slows down far more than JAX beside other work: rerun on a quiet machine"
+        )
+
+
+def _unet_config(args: argparse.Namespace) -> UNetConfig:
     channels = tuple(int(c) for c in args.channels.split(","))
     n = len(channels)
-    config = UNetConfig(
+    return UNetConfig(
         block_out_channels=channels,
         down_block_types=("CrossAttnDownBlock2D",) * (n - 1) + ("DownBlock2D",),
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1),
@@ -96,86 +146,135 @@ def bench_unet(args: argparse.Namespace) -> None:
         cross_attention_dim=args.cross_dim,
         norm_num_groups=32,
     )
-    compute = Compute(dtype=jnp.dtype(args.dtype), attention=args.attention)
+
+
+def _unet_inputs(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     sample = rng.standard_normal((args.batch, args.size, args.size, 4), dtype=np.float32)
     timesteps = rng.integers(0, 1000, size=args.batch)
     context = rng.standard_normal((args.batch, args.tokens, args.cross_dim), dtype=np.float32)
+    return sample, timesteps, context
 
-    peers = import_peers("torch", "diffusers")
-    if peers:
-        torch, diffusers = peers
+
+def _weights(workdir: Path) -> dict[str, np.ndarray] | None:
+    path = workdir / "weights.npz"
+    if not path.is_file():
+        return None
+    with np.load(path) as saved:
+        return dict(saved)
+
+
+def _torch_threads() -> str:
+    import torch
+
+    torch.set_num_threads(os.cpu_count())
+    return f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def _jax_threads() -> str:
+    return f"jax {jax.__version__} {jax.default_backend()}, XLA's own thread pool"
+
+
+def bench_unet(args: argparse.Namespace) -> None:
+    config = _unet_config(args)
+    sample, timesteps, context = _unet_inputs(args)
+    if args.side == "torch":
+        import torch
+        from diffusers import UNet2DConditionModel
+
+        threads = _torch_threads()
+        peer = UNet2DConditionModel(**config.to_diffusers()).eval()
+        peer.load_state_dict({k: torch.from_numpy(v) for k, v in _weights(Path(args.workdir)).items()})
+        inputs = (torch.from_numpy(sample.transpose(0, 3, 1, 2).copy()), torch.from_numpy(timesteps))
+        context_t = torch.from_numpy(context)
+        with torch.inference_mode():
+            call = lambda: peer(*inputs, context_t).sample  # noqa: E731
+            _timed_side(call, lambda out: out.numpy().transpose(0, 2, 3, 1), threads, args)
+        return
+    compute = Compute(dtype=jnp.dtype(args.dtype), attention=args.attention)
+    if args.side == "jax":
         from emo_jax.convert import from_diffusers_unet
 
-        torch.manual_seed(0)
-        torch.set_num_threads(os.cpu_count())
-        peer = diffusers.UNet2DConditionModel(**config.to_diffusers()).eval()
-        model = from_diffusers_unet(
-            {k: v.numpy() for k, v in peer.state_dict().items()}, dict(peer.config), compute=compute
-        )
-    else:
-        model = UNet(config, compute=compute, rngs=nnx.Rngs(0))
+        weights = _weights(Path(args.workdir))
+        if weights is None:
+            model = UNet(config, compute=compute, rngs=nnx.Rngs(0))
+        else:
+            model = from_diffusers_unet(weights, config.to_diffusers(), compute=compute)
+        graphdef, state = nnx.split(model)
+        forward = jax.jit(lambda state, x, t, c: nnx.merge(graphdef, state)(x, t, c))
+        inputs = (jnp.asarray(sample, compute.dtype), jnp.asarray(timesteps), jnp.asarray(context, compute.dtype))
+        call = lambda: jax.block_until_ready(forward(state, *inputs))  # noqa: E731
+        _timed_side(call, lambda out: np.asarray(out, np.float32), _jax_threads(), args)
+        return
 
-    graphdef, state = nnx.split(model)
-    forward = jax.jit(lambda state, x, t, c: nnx.merge(graphdef, state)(x, t, c))
-    inputs = (jnp.asarray(sample, compute.dtype), jnp.asarray(timesteps), jnp.asarray(context, compute.dtype))
-    params = sum(param_counts(model).values())
+    def prepare(workdir: Path) -> list[str]:
+        if not peers_installed("torch", "diffusers"):
+            return ["jax"]
+        import torch
+        from diffusers import UNet2DConditionModel
+
+        torch.manual_seed(0)
+        peer = UNet2DConditionModel(**config.to_diffusers())
+        np.savez(workdir / "weights.npz", **{k: v.numpy() for k, v in peer.state_dict().items()})
+        return ["jax", "torch"]
+
+    model = nnx.eval_shape(lambda: UNet(config, compute=compute, rngs=nnx.Rngs(0)))
     print(
-        f"UNet {list(channels)}, {args.layers} layers/block, {args.heads} heads, {params / 1e6:.1f} M params; "
-        f"input [{args.batch}, {args.size}, {args.size}, 4], context [{args.batch}, {args.tokens}, {args.cross_dim}]; "
-        f"JAX {jax.default_backend()} {args.dtype}, {args.attention} attention, {os.cpu_count()} CPU cores"
+        f"UNet {list(config.block_out_channels)}, {args.layers} layers/block, {args.heads} heads, "
+        f"{sum(param_counts(model).values()) / 1e6:.1f} M params; input [{args.batch}, {args.size}, {args.size}, 4], "
+        f"context [{args.batch}, {args.tokens}, {args.cross_dim}]; JAX {args.dtype}, {args.attention} attention"
     )
     milliseconds = lambda s: f"{s * 1e3:8.1f} ms"  # noqa: E731
-    ours, jax_seconds = time_jax(lambda: forward(state, *inputs), args, milliseconds)
-    if peers:
-        torch_inputs = (
-            torch.from_numpy(sample.transpose(0, 3, 1, 2).copy()),
-            torch.from_numpy(timesteps),
-            torch.from_numpy(context),
-        )
-        time_peer_and_compare(
-            lambda: peer(*torch_inputs),
-            lambda out: out.sample.numpy().transpose(0, 2, 3, 1),
-            ours,
-            jax_seconds,
-            args,
-            milliseconds,
-        )
+    compare(args, args.argv, milliseconds, prepare)
 
 
 def bench_audio(args: argparse.Namespace) -> None:
     from emo_jax.models.wav2vec2 import Wav2Vec2Config, Wav2Vec2Model
 
     waveform = np.random.default_rng(0).standard_normal((1, int(args.seconds * 16000)), dtype=np.float32)
+    if args.side == "torch":
+        import torch
+        import transformers
+
+        threads = _torch_threads()
+        peer = transformers.Wav2Vec2Model(transformers.Wav2Vec2Config()).eval()
+        peer.load_state_dict({k: torch.from_numpy(v) for k, v in _weights(Path(args.workdir)).items()})
+        with torch.inference_mode():
+            call = lambda: peer(torch.from_numpy(waveform)).last_hidden_state  # noqa: E731
+            _timed_side(call, lambda out: out.numpy(), threads, args)
+        return
     compute = Compute(attention=args.attention)
-    peers = import_peers("torch", "transformers")
-    if peers:
-        torch, transformers = peers
+    if args.side == "jax":
         from emo_jax.convert.wav2vec2 import from_hf_wav2vec2
 
-        torch.manual_seed(0)
-        torch.set_num_threads(os.cpu_count())
-        peer = transformers.Wav2Vec2Model(transformers.Wav2Vec2Config()).eval()  # wav2vec2-base layout
-        model = from_hf_wav2vec2(
-            {k: v.numpy() for k, v in peer.state_dict().items()}, peer.config.to_dict(), compute=compute
-        )
-    else:
-        model = Wav2Vec2Model(Wav2Vec2Config(), compute=compute, rngs=nnx.Rngs(0))
+        weights = _weights(Path(args.workdir))
+        if weights is None:
+            model = Wav2Vec2Model(Wav2Vec2Config(), compute=compute, rngs=nnx.Rngs(0))
+        else:
+            config = json.loads((Path(args.workdir) / "config.json").read_text())
+            model = from_hf_wav2vec2(weights, config, compute=compute)
+        graphdef, state = nnx.split(model)
+        forward = jax.jit(lambda state, x: nnx.merge(graphdef, state)(x).last_hidden_state)
+        inputs = jnp.asarray(waveform)
+        call = lambda: jax.block_until_ready(forward(state, inputs))  # noqa: E731
+        _timed_side(call, np.asarray, _jax_threads(), args)
+        return
 
-    graphdef, state = nnx.split(model)
-    forward = jax.jit(lambda state, x: nnx.merge(graphdef, state)(x).last_hidden_state)
-    inputs = jnp.asarray(waveform)
-    print(
-        f"wav2vec2-base layout (random weights), {args.seconds:.0f} s of audio at 16 kHz; JAX {jax.default_backend()}, "
-        f"{args.attention} attention, {os.cpu_count()} CPU cores"
-    )
+    def prepare(workdir: Path) -> list[str]:
+        if not peers_installed("torch", "transformers"):
+            return ["jax"]
+        import torch
+        import transformers
+
+        torch.manual_seed(0)
+        peer = transformers.Wav2Vec2Model(transformers.Wav2Vec2Config())  # wav2vec2-base layout
+        np.savez(workdir / "weights.npz", **{k: v.numpy() for k, v in peer.state_dict().items()})
+        (workdir / "config.json").write_text(json.dumps(peer.config.to_dict()))
+        return ["jax", "torch"]
+
+    print(f"wav2vec2-base layout (random weights), {args.seconds:.0f} s of audio at 16 kHz; {args.attention} attention")
     audio_rate = lambda s: f"{s:.3f} s = {args.seconds / s:6.1f} s of audio per second"  # noqa: E731
-    ours, jax_seconds = time_jax(lambda: forward(state, inputs), args, audio_rate)
-    if peers:
-        torch_input = torch.from_numpy(waveform)
-        time_peer_and_compare(
-            lambda: peer(torch_input), lambda out: out.last_hidden_state.numpy(), ours, jax_seconds, args, audio_rate
-        )
+    compare(args, args.argv, audio_rate, prepare)
 
 
 def bench_data(args: argparse.Namespace) -> None:
@@ -329,6 +428,13 @@ def bench_compile(args: argparse.Namespace) -> None:
     )
 
 
+def _side_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of one fresh process per side, alternating")
+    parser.add_argument("--side", choices=["jax", "torch"], help=argparse.SUPPRESS)  # a child process
+    parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m emo_jax.bench", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="bench", required=True)
@@ -344,6 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     unet.add_argument("--attention", default="auto", choices=ATTENTION_IMPLEMENTATIONS)
     unet.add_argument("--warmup", type=int, default=2)
     unet.add_argument("--repeats", type=int, default=10)
+    _side_flags(unet)
     unet.set_defaults(func=bench_unet)
 
     audio = sub.add_parser("audio", help="wav2vec2-base forward, JAX vs PyTorch")
@@ -351,6 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     audio.add_argument("--attention", default="auto", choices=ATTENTION_IMPLEMENTATIONS)
     audio.add_argument("--warmup", type=int, default=1)
     audio.add_argument("--repeats", type=int, default=5)
+    _side_flags(audio)
     audio.set_defaults(func=bench_audio)
 
     data = sub.add_parser("data", help="preprocessing and grain pipeline throughput")
@@ -387,6 +495,7 @@ def main(argv: list[str] | None = None) -> None:
         build_parser().parse_args(argv)  # the usual error for unknown arguments
     if rest:
         args.overrides = rest
+    args.argv = [a for a in (sys.argv[1:] if argv is None else argv)]
     args.func(args)
 
 

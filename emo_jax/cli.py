@@ -13,32 +13,20 @@ from emo_jax.convert.state_dict import ConversionError
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from emo_jax.demo import run_demo
+    from emo_jax.assets import DEMO_MODEL, EXAMPLE_AUDIO, EXAMPLE_IMAGE
 
-    result = run_demo(
-        args.out,
-        sampler=args.sampler,
-        steps=args.steps,
-        eta=args.eta,
-        guidance_audio=args.guidance_audio,
-        guidance_reference=args.guidance_ref,
-        seed=args.seed,
-        speed=args.speed,
-        mask_expand=args.mask_expand,
-    )
-    print(
-        f"emo-jax demo: {result.video} ({result.frames} frames at {result.fps:g} fps, {result.seconds:.2f} s, "
-        f"{result.wall_s:.0f} s): the bundled demo model makes the example face speak the example audio; "
-        f"frames: {result.strip}"
-    )
+    args.image, args.audio, args.checkpoint = EXAMPLE_IMAGE, EXAMPLE_AUDIO, DEMO_MODEL
+    _sample(args)
+    print("  the bundled demo model (tiny EMO, synthetic faces) made the example face speak the example audio")
 
 
 def _sample(args: argparse.Namespace) -> None:
+    from emo_jax.assets import DEMO_MODEL
     from emo_jax.sample import SamplingSettings, load_bundle, sample_video
     from emo_jax.sample.inputs import check_output
 
     check_output(args.out)  # before loading anything
-    bundle = load_bundle(args.checkpoint or demo_checkpoint())
+    bundle = load_bundle(args.checkpoint or DEMO_MODEL)
     settings = SamplingSettings.from_config(
         bundle.config,
         sampler=args.sampler,
@@ -52,8 +40,9 @@ def _sample(args: argparse.Namespace) -> None:
         bundle, args.image, args.audio, args.out, settings, speed=args.speed, mask_expand=args.mask_expand
     )
     print(
-        f"emo-jax sample: {result.video} ({result.frames} frames at {result.fps:g} fps, {result.seconds:.2f} s of "
-        f"audio, {result.clips} clips, {result.wall_s:.1f} s); frames: {result.strip}; model: {bundle.source}"
+        f"emo-jax {args.command}: {result.video} ({result.frames} frames at {result.fps:g} fps, "
+        f"{result.seconds:.2f} s of audio, {result.clips} clips, {result.wall_s:.1f} s); frames: {result.strip}; "
+        f"model: {bundle.source}"
     )
 
 
@@ -67,12 +56,6 @@ def _sampling_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--speed", help="head speed: slow, normal, fast, or degrees per frame")
     parser.add_argument("--mask-expand", type=float, help="face box growth for the face locator mask (Hallo: 1.2)")
-
-
-def demo_checkpoint():
-    from emo_jax.assets import DEMO_MODEL
-
-    return DEMO_MODEL
 
 
 def _export(args: argparse.Namespace) -> None:

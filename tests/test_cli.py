@@ -161,7 +161,8 @@ def test_info_counts_parameters_per_part(capsys):
 def test_benchmarks_run_and_agree_with_pytorch(argv, capsys):
     from emo_jax import bench
 
-    bench.main(argv + ["--warmup", "0", "--repeats", "1"])
+    bench.main(argv + ["--warmup", "0", "--repeats", "1", "--rounds", "2"])
     out = capsys.readouterr().out
-    assert "PyTorch / JAX time" in out
+    assert "PyTorch / JAX time" in out and out.count("round ") == 4  # 2 rounds x 2 sides, each its own process
+    assert "machine: " in out and "cores busy" in out
     assert float(out.rsplit("relative error JAX vs PyTorch: ", 1)[1].split()[0]) < 1e-5
