@@ -14,8 +14,8 @@ from emo_jax.audio import load_audio
 from emo_jax.build import build_emo, build_vae
 from emo_jax.data.synthetic import write_example_inputs
 from emo_jax.data.video import probe, read_frames, write_mp4
-from emo_jax.diffusion import samplers
-from emo_jax.sample import Bundle, SamplingSettings, VideoSampler, guidance_branches, head_speed, sample_video
+from emo_jax.diffusion import guidance, samplers
+from emo_jax.sample import Bundle, SamplingSettings, VideoSampler, head_speed, sample_video
 from emo_jax.sample.inputs import InputError, check_output, load_reference, load_track, read_image
 
 
@@ -33,18 +33,18 @@ def example(tmp_path_factory):
     return paths["image"], paths["audio"]
 
 
-def test_guidance_branches_are_the_formula_and_only_the_needed_ones():
+def test_guidance_is_the_formula_with_only_the_needed_branches():
     rng = np.random.default_rng(0)
     full, ref_only, none = rng.standard_normal((3, 5))
     for audio, reference in [(3.5, 3.5), (3.5, 1.0), (2.0, 4.0), (1.0, 1.0)]:
         outputs = {(1, 1): full, (1, 0): ref_only, (0, 0): none}
-        branches = guidance_branches(audio, reference)
-        guided = sum(weight * outputs[(r, a)] for r, a, weight in branches)
+        branches = guidance.branches(audio, reference)
+        guided = guidance.combine(jnp.stack([outputs[(r, a)] for r, a, _ in branches]), branches)[0]
         expected = none + reference * (ref_only - none) + audio * (full - ref_only)
-        np.testing.assert_allclose(guided, expected, atol=1e-12)
-    assert [b[:2] for b in guidance_branches(3.5, 3.5)] == [(1, 1), (0, 0)]  # Hallo: drop every condition
-    assert [b[:2] for b in guidance_branches(3.5, 1.0)] == [(1, 1), (1, 0)]  # EchoMimic: keep the reference
-    assert guidance_branches(1.0, 1.0) == [(1, 1, 1.0)]
+        np.testing.assert_allclose(guided, expected, rtol=1e-5, atol=1e-5)
+    assert [b[:2] for b in guidance.branches(3.5, 3.5)] == [(1, 1), (0, 0)]  # Hallo: drop every condition
+    assert [b[:2] for b in guidance.branches(3.5, 1.0)] == [(1, 1), (1, 0)]  # EchoMimic: keep the reference
+    assert guidance.branches(1.0, 1.0) == [(1, 1, 1.0)]
 
 
 def test_head_speed_names_and_values(micro_bundle):
@@ -77,7 +77,7 @@ def test_jitted_loop_equals_a_step_by_step_guided_loop(micro_bundle):
     for i in range(3):
         t = table["timesteps"][i][None]
         guided = 0.0
-        for ref_keep, audio_keep, weight in guidance_branches(2.5, 1.5):
+        for ref_keep, audio_keep, weight in guidance.branches(2.5, 1.5):
             keep = dict(reference_keep=jnp.full((1,), ref_keep), audio_keep=jnp.full((1,), audio_keep))
             out = model.denoise(
                 x, t, reference, face_mask=mask, motion=motion, audio_features=audio, speed=speed, **keep
@@ -238,3 +238,24 @@ def test_of_several_faces_the_largest_is_taken_with_a_warning(tmp_path, caplog):
     box = find_face(np.concatenate([small, big], axis=1), path)
     assert "2 faces found; using the largest" in caplog.text
     assert box[0] > 320 and box[2] - box[0] > 100  # the big face, on the right
+
+
+@pytest.mark.slow
+def test_a_training_run_samples_the_same_as_its_exported_bundle(logmel_dataset_dir, example, tmp_path):
+    from emo_jax.sample import export_bundle, load_bundle
+    from emo_jax.train.trainer import train
+
+    config = micro_config(0, data_dir=str(logmel_dataset_dir))
+    config.train.update(steps=2, checkpoint_every=2)
+    train(config, tmp_path / "run", progress=False)
+    bundle = export_bundle(tmp_path / "run", tmp_path / "bundle")
+    exported = json.loads((bundle / "config.json").read_text())
+    assert exported["data"]["data_dir"] == "" and "step 2 (EMA)" in exported["exported_from"]
+    from_run, from_bundle = load_bundle(tmp_path / "run"), load_bundle(bundle)
+    assert "(EMA)" in from_run.source
+    settings = SamplingSettings(steps=2)
+    videos = []
+    for loaded, name in ((from_run, "run.mp4"), (from_bundle, "bundle.mp4")):
+        sample_video(loaded, *example, tmp_path / name, settings, progress=False)
+        videos.append(np.stack(list(read_frames(tmp_path / name, 25.0))))
+    np.testing.assert_array_equal(videos[0], videos[1])

@@ -28,9 +28,8 @@ def test_measure_frame_recovers_the_truth(identity, audio, singing):
 
 def test_soft_mouth_area_follows_the_truth_through_blur():
     """A blur like the tiny VAE's (Gaussian, 1 px at 64 px) defeats the colour threshold, not the soft area."""
-    from scipy.ndimage import gaussian_filter
-
     from PIL import Image
+    from scipy.ndimage import gaussian_filter
 
     video = make_video(4, 6, seconds=4.0, size=256)
     small = np.stack([np.asarray(Image.fromarray(f).resize((64, 64), Image.Resampling.LANCZOS)) for f in video.frames])

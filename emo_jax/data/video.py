@@ -144,7 +144,6 @@ class Mp4Writer:
                 audio_codec="aac" if wav else None,
                 macro_block_size=1,
                 ffmpeg_log_level="error",
-                output_params=["-movflags", "+faststart"],
             )
             self._writer.send(None)
 

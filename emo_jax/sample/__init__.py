@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from emo_jax.sample.bundle import Bundle, export_bundle, load_bundle
-from emo_jax.sample.generate import SamplingSettings, VideoSampler, guidance_branches, head_speed
+from emo_jax.sample.generate import SamplingSettings, VideoSampler, head_speed
 from emo_jax.sample.inputs import InputError, check_output, face_mask, load_reference, load_track
 
 log = logging.getLogger(__name__)
@@ -80,11 +80,12 @@ def sample_video(
     mask = face_mask(reference.box, config.data.size, mask_expand)
     keep = set(np.linspace(0, total - 1, min(STRIP_FRAMES, total)).round().astype(int).tolist())
     strip_frames = []
-    bar = tqdm(total=clips * sampler.table.num_steps, unit="step", desc=f"{clips} clips", disable=not progress)
+    bar = tqdm(total=clips * sampler.table.num_steps, unit="step", desc=f"clip 1/{clips}", disable=not progress)
     Progress.step = bar.update
+    on_clip = lambda clip: bar.set_description(f"clip {min(clip + 2, clips)}/{clips}")  # noqa: E731
     try:
         with Mp4Writer(out, fps, waveform) as writer:
-            frames = sampler.frames(reference.image, mask, features, velocity, total)
+            frames = sampler.frames(reference.image, mask, features, velocity, total, on_clip=on_clip)
             for i, frame in enumerate(frames):
                 writer.write(frame)
                 if i in keep:
@@ -111,7 +112,6 @@ __all__ = [
     "SamplingSettings",
     "VideoSampler",
     "export_bundle",
-    "guidance_branches",
     "head_speed",
     "load_bundle",
     "sample_video",

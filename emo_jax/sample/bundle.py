@@ -107,13 +107,17 @@ def load_bundle(path: str | Path) -> Bundle:
 
 
 def export_bundle(checkpoint: str | Path, out: str | Path) -> Path:
-    """A training run's weights (EMA where kept) -> an exported bundle folder `out` (fp32 safetensors)."""
+    """A training run's weights (EMA where kept) -> an exported bundle folder `out` (fp32 safetensors). The
+    config keeps everything but the training machine's paths (data, VAE folder), and says where it came from."""
     from safetensors.numpy import save_file
 
     config, emo, vae, source = read_run(checkpoint)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    config = dict(config, exported_from=source)
+    config = json.loads(json.dumps(config))  # a copy; the training machine's paths go, the weights are here
+    config["data"].update(data_dir="", report="")
+    config["vae"].update(checkpoint="", random=False)
+    config["exported_from"] = source
     save_file({k: np.ascontiguousarray(v) for k, v in emo.items()}, out / "emo.safetensors")
     save_file({k: np.ascontiguousarray(v) for k, v in vae.items()}, out / "vae.safetensors")
     (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")

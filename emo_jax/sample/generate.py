@@ -7,12 +7,8 @@ training), the whole denoising loop runs as one `lax.fori_loop` with every guida
 backbone call, and the VAE decodes the clip in chunks of frames; frames go to the caller as they are made, so
 memory stays flat however long the audio.
 
-Classifier-free guidance with separate audio and reference scales A and R, from three branches:
-
-    pred = none + R * (reference_only - none) + A * (full - reference_only)
-
-R = A is Hallo's form (the unconditional branch drops every condition); R = 1 keeps the reference in the
-unconditional branch (EchoMimic's form); A = R = 1 is no guidance. Branches with zero weight are not run.
+Classifier-free guidance: `diffusion.guidance` (separate audio and reference scales; zero-weight branches are
+not run).
 """
 
 from __future__ import annotations
@@ -26,7 +22,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from emo_jax.diffusion import samplers, schedules
+from emo_jax.diffusion import guidance, samplers, schedules
 from emo_jax.models import AutoencoderKL
 from emo_jax.models.emo import EMO
 
@@ -68,16 +64,6 @@ class SamplingSettings:
         )
 
 
-def guidance_branches(audio: float, reference: float, *, use_audio: bool = True) -> list[tuple[int, int, float]]:
-    """[(reference_keep, audio_keep, weight)] of the branches with a non-zero weight (full branch first).
-    Without `use_audio` the 'full' branch drops the audio too: only the reference scale applies."""
-    if not use_audio:
-        branches = [(1, 0, reference), (0, 0, 1.0 - reference)]
-    else:
-        branches = [(1, 1, audio), (1, 0, reference - audio), (0, 0, 1.0 - reference)]
-    return [b for i, b in enumerate(branches) if i == 0 or b[2] != 0]
-
-
 def head_speed(speed: str | float, config: ml_collections.ConfigDict) -> float:
     """'slow' | 'normal' | 'fast' (the second, middle and second-to-last speed-bucket centres of the trained
     model) or degrees per frame."""
@@ -113,7 +99,7 @@ class VideoSampler:
         self.num_frames, self.num_motion = config.data.num_frames, config.model.num_motion_frames
         self.temporal = config.model.backbone.motion is not None
         self.table = settings.table(config)
-        self.branches = guidance_branches(
+        self.branches = guidance.branches(
             settings.guidance_audio, settings.guidance_reference, use_audio=settings.use_audio
         )
         self.scale = vae.config.scaling_factor
@@ -135,7 +121,6 @@ class VideoSampler:
         k = len(self.branches)
         ref_keep = jnp.array([b[0] for b in self.branches], jnp.float32)
         audio_keep = jnp.array([b[1] for b in self.branches], jnp.float32)
-        weights = jnp.array([b[2] for b in self.branches], jnp.float32).reshape(k, 1, 1, 1, 1)
         tile = lambda x: None if x is None else jnp.repeat(x, k, axis=0)
         conditions = dict(
             face_mask=tile(face_mask),
@@ -155,7 +140,7 @@ class VideoSampler:
             x, x0_prev = carry
             t = table["timesteps"][i]
             output = model.denoise(jnp.repeat(x, k, axis=0), jnp.full((k,), t), reference, **conditions)
-            guided = (output.astype(jnp.float32) * weights).sum(0, keepdims=True)
+            guided = guidance.combine(output, self.branches)
             noise = jax.random.normal(jax.random.fold_in(k_steps, i), shape) if self.table.stochastic else None
             x, x0 = samplers.step(table, i, self.prediction_type, guided, x, x0_prev, noise)
             jax.debug.callback(Progress.report, i)
