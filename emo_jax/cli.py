@@ -34,6 +34,7 @@ def _sample(args: argparse.Namespace) -> None:
         eta=args.eta,
         guidance_audio=args.guidance_audio,
         guidance_reference=args.guidance_ref,
+        strength=args.strength,
         seed=args.seed,
     )
     result = sample_video(
@@ -53,6 +54,9 @@ def _sampling_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eta", type=float, help="DDIM noise (0: deterministic)")
     parser.add_argument("--guidance-audio", type=float, help="audio guidance scale A")
     parser.add_argument("--guidance-ref", type=float, help="reference guidance scale R (1: keep the reference)")
+    parser.add_argument(
+        "--strength", type=float, help="1: start from noise; below 1: from the noised reference (image-to-image)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--speed", help="head speed: slow, normal, fast, or degrees per frame")
     parser.add_argument("--mask-expand", type=float, help="face box growth for the face locator mask (Hallo: 1.2)")

@@ -69,7 +69,7 @@ def test_jitted_loop_equals_a_step_by_step_guided_loop(micro_bundle):
     audio = jnp.asarray(rng.standard_normal((1, f, 5, 1, 80)), jnp.float32)
     speed = jnp.full((1, f), 0.5)
     key = jax.random.key(3)
-    ours = sampler._denoise(sampler._state, reference, motion, mask, audio, speed, key)
+    ours = sampler._denoise(sampler._state, reference, None, motion, mask, audio, speed, key)
 
     table = settings.table(config).arrays()
     x = jax.random.normal(jax.random.split(key)[0], (1, f, size, size, 4))
@@ -259,3 +259,19 @@ def test_a_training_run_samples_the_same_as_its_exported_bundle(logmel_dataset_d
         sample_video(loaded, *example, tmp_path / name, settings, progress=False)
         videos.append(np.stack(list(read_frames(tmp_path / name, 25.0))))
     np.testing.assert_array_equal(videos[0], videos[1])
+
+
+def test_image_to_image_starts_from_the_noised_reference(micro_bundle):
+    """strength 0.05 of 20 DDIM steps: one step at t = 0, so the clip stays at the reference latent."""
+    config = micro_bundle.config
+    settings = SamplingSettings(sampler="ddim", steps=20, strength=0.05, guidance_audio=1.0, guidance_reference=1.0)
+    sampler = VideoSampler(micro_bundle.model, micro_bundle.vae, config, settings)
+    assert list(sampler.table.timesteps) == [0]
+    rng = np.random.default_rng(0)
+    ref_latent = jnp.asarray(rng.standard_normal((1, 16, 16, 4)), jnp.float32)
+    reference = micro_bundle.model.encode_reference(ref_latent)
+    mask = jnp.ones((1, 16, 16, 1))
+    audio = jnp.zeros((1, config.data.num_frames, 5, 1, 80))
+    speed = jnp.full((1, config.data.num_frames), 0.5)
+    out = sampler._denoise(sampler._state, reference, ref_latent, None, mask, audio, speed, jax.random.key(0))
+    assert float(jnp.abs(out - ref_latent[:, None]).mean()) < 0.1

@@ -8,14 +8,16 @@ from peers import require
 from emo_jax.diffusion import samplers, schedules
 
 CASES = [
-    # sampler, prediction type, zero-terminal SNR, spacing, steps, eta
-    ("ddim", "epsilon", False, "leading", 10, 0.0),
-    ("ddim", "epsilon", False, "linspace", 7, 1.0),
-    ("ddim", "v_prediction", True, "trailing", 40, 0.0),
-    ("ddim", "v_prediction", True, "trailing", 12, 0.5),
-    ("dpm++", "epsilon", False, "linspace", 10, 0.0),
-    ("dpm++", "epsilon", False, "leading", 20, 0.0),
-    ("dpm++", "v_prediction", True, "trailing", 25, 0.0),
+    # sampler, prediction type, zero-terminal SNR, spacing, steps, eta, strength (image-to-image below 1)
+    ("ddim", "epsilon", False, "leading", 10, 0.0, 1.0),
+    ("ddim", "epsilon", False, "linspace", 7, 1.0, 1.0),
+    ("ddim", "v_prediction", True, "trailing", 40, 0.0, 1.0),
+    ("ddim", "v_prediction", True, "trailing", 12, 0.5, 1.0),
+    ("ddim", "epsilon", False, "leading", 20, 0.0, 0.6),
+    ("dpm++", "epsilon", False, "linspace", 10, 0.0, 1.0),
+    ("dpm++", "epsilon", False, "leading", 20, 0.0, 1.0),
+    ("dpm++", "v_prediction", True, "trailing", 25, 0.0, 1.0),
+    ("dpm++", "epsilon", False, "linspace", 20, 0.0, 0.6),
 ]
 
 
@@ -39,20 +41,25 @@ def _peer(torch, sampler, prediction, zero_snr, spacing, steps):
 
 
 @pytest.mark.parity
-@pytest.mark.parametrize("sampler, prediction, zero_snr, spacing, steps, eta", CASES)
-def test_every_step_matches_diffusers(sampler, prediction, zero_snr, spacing, steps, eta):
+@pytest.mark.parametrize("sampler, prediction, zero_snr, spacing, steps, eta, strength", CASES)
+def test_every_step_matches_diffusers(sampler, prediction, zero_snr, spacing, steps, eta, strength):
     torch = require("torch")
     peer = _peer(torch, sampler, prediction, zero_snr, spacing, steps)
+    first = steps - int(steps * strength)  # as diffusers' image-to-image pipelines begin
+    if hasattr(peer, "set_begin_index"):  # DPM-Solver counts its steps from here (DDIM has no state)
+        peer.set_begin_index(first)
     abar = schedules.alphas_cumprod(rescale_betas_zero_snr=zero_snr)
-    table = samplers.make_table(sampler, abar, steps, prediction_type=prediction, eta=eta, timestep_spacing=spacing)
-    np.testing.assert_array_equal(table.timesteps, peer.timesteps.numpy())
+    table = samplers.make_table(
+        sampler, abar, steps, prediction_type=prediction, eta=eta, timestep_spacing=spacing, strength=strength
+    )
+    np.testing.assert_array_equal(table.timesteps, peer.timesteps.numpy()[first:])
 
     rng = np.random.default_rng(0)
     shape = (2, 3, 8, 8, 4)
     x = rng.standard_normal(shape).astype(np.float32)
     ours, theirs = jnp.asarray(x), torch.from_numpy(x)
     arrays, x0_prev = table.arrays(), jnp.zeros(shape)
-    for i, t in enumerate(table.timesteps):
+    for i, t in enumerate(table.timesteps):  # i counts from the first kept step
         output = rng.standard_normal(shape).astype(np.float32)
         noise = rng.standard_normal(shape).astype(np.float32)
         kwargs = dict(eta=eta, variance_noise=torch.from_numpy(noise)) if sampler == "ddim" else {}

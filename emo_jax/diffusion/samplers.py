@@ -46,6 +46,10 @@ class SamplerTable:
     def stochastic(self) -> bool:
         return bool(np.any(self.c_noise != 0))
 
+    def rows(self, first: int) -> SamplerTable:
+        """The table from step `first` on (image-to-image: the loop starts part-way down the schedule)."""
+        return SamplerTable(**{f.name: getattr(self, f.name)[first:] for f in dataclasses.fields(self)})
+
     def arrays(self) -> dict[str, jax.Array]:
         """The table as float32 device arrays (timesteps int32), for the jitted loop."""
         return {
@@ -117,10 +121,12 @@ def dpm_solver_pp(
     prediction_type: str,
     timestep_spacing: str = "linspace",
     steps_offset: int = 0,
+    first: int = 0,
 ) -> SamplerTable:
     """DPM-Solver++ 2M (Lu et al. 2022) as diffusers' `DPMSolverMultistepScheduler` with its defaults
     (solver_order=2, midpoint, first step and last step first-order, final sigma 0). A zero-SNR schedule's last
-    abar is raised to 2^-24, as diffusers does, so sigma stays finite."""
+    abar is raised to 2^-24, as diffusers does, so sigma stays finite. `first` > 0 starts the solver at that
+    step (an image-to-image start: that step is first-order, as diffusers' first step)."""
     abar = np.asarray(abar, np.float64).copy()
     if abar[-1] == 0:
         abar[-1] = 2.0**-24
@@ -136,7 +142,7 @@ def dpm_solver_pp(
     for i in range(steps):
         decay = -np.expm1(-(lam[i + 1] - lam[i]))  # 1 - exp(-h); exactly 1 at the final step
         c_x[i] = sigma_t[i + 1] / sigma_t[i]
-        first_order = i == 0 or i == steps - 1
+        first_order = i <= first or i == steps - 1
         if first_order:
             c_x0[i] = alpha[i + 1] * decay
         else:
@@ -145,16 +151,23 @@ def dpm_solver_pp(
             c_x0_prev[i] = -alpha[i + 1] * decay * 0.5 / r0
     sqrt_a, sqrt_1ma = _x0_eps_rows(abar, timesteps, prediction_type)
     zeros = np.zeros(steps)
-    return SamplerTable(timesteps, sqrt_a, sqrt_1ma, c_x, c_x0, c_x0_prev, c_eps=zeros, c_noise=zeros)
+    return SamplerTable(timesteps, sqrt_a, sqrt_1ma, c_x, c_x0, c_x0_prev, c_eps=zeros, c_noise=zeros).rows(first)
 
 
-def make_table(sampler: str, abar: np.ndarray, steps: int, *, prediction_type: str, **options) -> SamplerTable:
-    """`sampler` in SAMPLERS; options: eta (ddim), timestep_spacing, steps_offset."""
+def make_table(
+    sampler: str, abar: np.ndarray, steps: int, *, prediction_type: str, strength: float = 1.0, **options
+) -> SamplerTable:
+    """`sampler` in SAMPLERS; options: eta (ddim), timestep_spacing, steps_offset. strength < 1 keeps the last
+    int(steps * strength) steps, as diffusers' image-to-image pipelines do (the sample starts as the noised
+    init image at the first kept timestep)."""
+    if not 0 < strength <= 1:
+        raise ValueError(f"strength must be in (0, 1], got {strength}")
+    first = steps - min(max(int(steps * strength), 1), steps)
     if sampler == "ddim":
-        return ddim(abar, steps, prediction_type=prediction_type, **options)
+        return ddim(abar, steps, prediction_type=prediction_type, **options).rows(first)
     if sampler == "dpm++":
         options.pop("eta", None)
-        return dpm_solver_pp(abar, steps, prediction_type=prediction_type, **options)
+        return dpm_solver_pp(abar, steps, prediction_type=prediction_type, first=first, **options)
     raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
 
 

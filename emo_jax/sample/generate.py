@@ -40,6 +40,9 @@ class SamplingSettings:
     seed: int = 0
     decode_chunk: int = 8  # frames per VAE decode call
     use_audio: bool = True  # False: every branch drops the audio (the audio-free baseline of evaluations)
+    # 1: every clip starts from pure noise; below 1 it starts from the reference latent noised to the first of the
+    # last int(steps * strength) steps (image-to-image, as diffusers' strength)
+    strength: float = 1.0
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict, **changes) -> SamplingSettings:
@@ -61,6 +64,7 @@ class SamplingSettings:
             prediction_type=config.model.prediction_type,
             eta=self.eta,
             timestep_spacing=spacing,
+            strength=self.strength,
         )
 
 
@@ -116,8 +120,9 @@ class VideoSampler:
     def _merge(graph, state) -> tuple[EMO, AutoencoderKL]:
         return nnx.merge(graph, state)
 
-    def _loop(self, model: EMO, reference, motion, face_mask, audio, speed, key) -> jax.Array:
-        """The denoising loop of one clip (batch 1): -> clean latents [1, F, h, w, C] (scaled)."""
+    def _loop(self, model: EMO, reference, ref_latent, motion, face_mask, audio, speed, key) -> jax.Array:
+        """The denoising loop of one clip (batch 1): -> clean latents [1, F, h, w, C] (scaled). ref_latent
+        [1, h, w, C]: the start of an image-to-image loop (settings.strength < 1)."""
         k = len(self.branches)
         ref_keep = jnp.array([b[0] for b in self.branches], jnp.float32)
         audio_keep = jnp.array([b[1] for b in self.branches], jnp.float32)
@@ -147,6 +152,10 @@ class VideoSampler:
             return x, x0
 
         x = jax.random.normal(k_init, shape)
+        if self.settings.strength < 1:
+            abar = jnp.asarray(schedules.alphas_cumprod(**self.config.schedule))
+            start = jnp.broadcast_to(ref_latent[:, None], shape)
+            x = schedules.add_noise(start, x, table["timesteps"][:1], abar)
         x, _ = jax.lax.fori_loop(0, self.table.num_steps, body, (x, jnp.zeros(shape)))
         return x
 
@@ -198,7 +207,7 @@ class VideoSampler:
                 motion = self._motion(self._state, latents, has)
             audio = None if audio_features is None else jnp.asarray(audio_features[None, clip * f : (clip + 1) * f])
             latents = self._denoise(
-                self._state, ref_features, motion, mask, audio, speeds, jax.random.fold_in(key, clip)
+                self._state, ref_features, ref_latent, motion, mask, audio, speeds, jax.random.fold_in(key, clip)
             )
             previous = self._decode_frames(latents[0])
             for frame in previous[: total_frames - made]:
