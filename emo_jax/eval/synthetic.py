@@ -203,6 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sampler", choices=["ddim", "dpm++"])
     parser.add_argument("--guidance-audio", type=float)
     parser.add_argument("--guidance-ref", type=float)
+    parser.add_argument("--strength", type=float, help="image-to-image start (default: the model's)")
     parser.add_argument("--json", help="write the per-pair scores and their means here")
     parser.add_argument("--drift", type=float, help="instead: one video this many seconds long, first vs last 10 s")
     args = parser.parse_args(argv)
@@ -211,6 +212,7 @@ def main(argv: list[str] | None = None) -> None:
         sampler=args.sampler,
         guidance_audio=args.guidance_audio,
         guidance_reference=args.guidance_ref,
+        strength=args.strength,
     )
     if args.drift:
         report = drift(args.checkpoint, seconds=args.drift, **sampling)
