@@ -23,7 +23,7 @@ from flax import nnx
 from emo_jax.build import build_emo, compute_of, vae_config
 from emo_jax.models import AutoencoderKL
 from emo_jax.models.emo import EMO
-from emo_jax.train.checkpointing import CONFIG_FILE
+from emo_jax.train.checkpointing import CONFIG_FILE, step_folder
 from emo_jax.train.init import load_stage
 
 BUNDLE_FILES = ("config.json", "emo.safetensors", "vae.safetensors")
@@ -37,19 +37,10 @@ class Bundle:
     source: str  # where it came from (a path and, for a run, the step)
 
 
-def _step_folder(path: Path) -> Path:
-    if (path / "checkpoints").is_dir():
-        steps = sorted(int(p.name) for p in (path / "checkpoints").iterdir() if p.name.isdigit())
-        if not steps:
-            raise FileNotFoundError(f"{path}: a training workdir without any finished checkpoint")
-        return path / "checkpoints" / str(steps[-1])
-    return path
-
-
 def read_run(path: str | Path) -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray], str]:
     """A training workdir or step folder -> (config dict, EMO weights, VAE weights, 'path @ step N')."""
     path = Path(path).absolute()
-    step_dir = _step_folder(path)
+    step_dir = step_folder(path)
     if not (step_dir / "state").is_dir():
         raise FileNotFoundError(
             f"{path}: not a training workdir, checkpoint step folder or exported bundle "

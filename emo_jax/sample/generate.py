@@ -25,6 +25,7 @@ from flax import nnx
 from emo_jax.diffusion import guidance, samplers, schedules
 from emo_jax.models import AutoencoderKL
 from emo_jax.models.emo import EMO
+from emo_jax.train.batch import to_pixels
 
 SPEED_NAMES = ("slow", "normal", "fast")
 
@@ -161,7 +162,7 @@ class VideoSampler:
 
     def _pixels_to_latents(self, pixels: np.ndarray) -> jax.Array:
         """uint8 [N, S, S, 3] -> scaled latent means [N, h, w, C]."""
-        return self._encode_latents(self._state, jnp.asarray(pixels, jnp.float32) / 127.5 - 1.0) * self.scale
+        return self._encode_latents(self._state, to_pixels(jnp.asarray(pixels))) * self.scale
 
     def _decode_frames(self, latents: jax.Array) -> np.ndarray:
         """Scaled latents [F, h, w, C] -> uint8 [F, S, S, 3], in chunks of the same shape (one compile)."""

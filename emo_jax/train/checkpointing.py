@@ -104,16 +104,21 @@ def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix.rstrip(".")]
 
 
-def read_stage_params(path: str | Path) -> dict[str, np.ndarray]:
-    """The EMO weights (trainable and frozen, by dotted path, as numpy) of a training run: a workdir (its latest
-    checkpoint) or one step folder. Only those arrays are read, not the optimizer state."""
-    path = Path(path).absolute()
-    step_dir = path
+def step_folder(path: Path) -> Path:
+    """A workdir's latest finished checkpoint step folder; any other path as it is."""
     if (path / "checkpoints").is_dir():
         steps = sorted(int(p.name) for p in (path / "checkpoints").iterdir() if p.name.isdigit())
         if not steps:
             raise FileNotFoundError(f"{path}: a training workdir without any finished checkpoint")
-        step_dir = path / "checkpoints" / str(steps[-1])
+        return path / "checkpoints" / str(steps[-1])
+    return path
+
+
+def read_stage_params(path: str | Path) -> dict[str, np.ndarray]:
+    """The EMO weights (trainable and frozen, by dotted path, as numpy) of a training run: a workdir (its latest
+    checkpoint) or one step folder. Only those arrays are read, not the optimizer state."""
+    path = Path(path).absolute()
+    step_dir = step_folder(path)
     if not (step_dir / "state").is_dir():
         raise FileNotFoundError(f"{path}: neither a training workdir nor a checkpoint step folder (no state/)")
     with ocp.PyTreeCheckpointer() as checkpointer:

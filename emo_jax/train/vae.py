@@ -22,6 +22,7 @@ from flax import nnx
 from PIL import Image
 
 from emo_jax.models.vae import AutoencoderKL
+from emo_jax.train.batch import to_pixels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +74,7 @@ def train_vae(
 
     @nnx.jit
     def step(vae, optimizer, batch, key):
-        pixels = batch.astype(jnp.float32) / 127.5 - 1.0
+        pixels = to_pixels(batch)
         grad_fn = nnx.value_and_grad(lambda model: vae_loss(model, pixels, key, settings.kl_weight), has_aux=True)
         (loss, metrics), grads = grad_fn(vae)
         optimizer.update(vae, grads)
@@ -90,14 +91,14 @@ def train_vae(
 
 def with_measured_scale(vae: AutoencoderKL, frames: np.ndarray) -> AutoencoderKL:
     """Sets `vae.config.scaling_factor` to 1 / std of the posterior means of `frames` (uint8 [N, S, S, 3])."""
-    means = nnx.jit(lambda vae, x: vae.encode(x.astype(jnp.float32) / 127.5 - 1.0).mean)(vae, jnp.asarray(frames))
+    means = nnx.jit(lambda vae, x: vae.encode(to_pixels(x)).mean)(vae, jnp.asarray(frames))
     vae.config = dataclasses.replace(vae.config, scaling_factor=float(1.0 / jnp.std(means)))
     return vae
 
 
 def reconstruction_psnr(vae: AutoencoderKL, frames: np.ndarray) -> float:
     """PSNR (dB, pixels in [0, 255]) of decode(posterior mean) against `frames` [N, S, S, 3] uint8."""
-    decode = nnx.jit(lambda vae, x: vae.decode(vae.encode(x.astype(jnp.float32) / 127.5 - 1.0).mean))
+    decode = nnx.jit(lambda vae, x: vae.decode(vae.encode(to_pixels(x)).mean))
     out = np.clip((np.asarray(decode(vae, jnp.asarray(frames))) + 1.0) * 127.5, 0, 255)
     mse = np.mean((out - frames.astype(np.float32)) ** 2)
     return float(10 * np.log10(255.0**2 / max(mse, 1e-10)))
