@@ -34,6 +34,7 @@ import numpy as np
 from flax import nnx
 
 from emo_jax.bench_machine import OTHERS_WARN_SHARE, Load, LoadMeter
+from emo_jax.bench_profile import KIND_HELP, Breakdown, table, torch_breakdown, xla_breakdown
 from emo_jax.models import Compute, UNet, UNetConfig, param_counts
 from emo_jax.models.layers import ATTENTION_IMPLEMENTATIONS
 
@@ -75,6 +76,7 @@ class Side:
     threads: str
     load: Load
     output: np.ndarray
+    profile: Breakdown | None
 
 
 def _run_side(argv: list[str], side: str, workdir: Path, round_: int) -> Side:
@@ -86,17 +88,27 @@ def _run_side(argv: list[str], side: str, workdir: Path, round_: int) -> Side:
     with np.load(result) as saved:
         meta = json.loads(str(saved["meta"]))
         output = saved["output"]
-    return Side(side, meta["seconds"], meta["first_call_s"], meta["threads"], Load(**meta["load"]), output)
+    profile = Breakdown(**meta["profile"]) if "profile" in meta else None
+    return Side(side, meta["seconds"], meta["first_call_s"], meta["threads"], Load(**meta["load"]), output, profile)
 
 
-def _timed_side(call: Callable[[], object], to_numpy: Callable[[object], np.ndarray], threads: str, args) -> None:
-    """The child's job: first call, then the median of `repeats` under a LoadMeter; writes `--result`."""
+def _timed_side(
+    call: Callable[[], object],
+    to_numpy: Callable[[object], np.ndarray],
+    threads: str,
+    args: argparse.Namespace,
+    profile: Callable[[], Breakdown],
+) -> None:
+    """The child's job: first call, then the median of `repeats` under a LoadMeter, then with `--profile` the op
+    time by kind (`profile()`, after the timing so that it never slows it); writes `--result`."""
     start = time.perf_counter()
     output = to_numpy(call())
     first = time.perf_counter() - start
     with LoadMeter() as meter:
         seconds = median_seconds(call, warmup=args.warmup, repeats=args.repeats)
     meta = dict(seconds=seconds, first_call_s=first, threads=threads, load=dataclasses.asdict(meter.load))
+    if args.profile:
+        meta["profile"] = profile().to_json()
     np.savez(args.result, output=output, meta=json.dumps(meta))
 
 
@@ -127,6 +139,10 @@ def compare(args: argparse.Namespace, argv: list[str], speed: Callable[[float], 
         print(f"  PyTorch / JAX time: {medians['torch'] / medians['jax']:.2f}x  (> 1: JAX faster)")
         error = relative_error(runs["jax"][0].output, runs["torch"][0].output)
         print(f"  relative error JAX vs PyTorch: {error:.2e}")
+    profiles = {side: rs[-1].profile for side, rs in runs.items() if rs[-1].profile is not None}
+    if profiles:
+        print(f"op time per call by kind (last round; {', '.join(f'{k}: {v}' for k, v in KIND_HELP.items())}):")
+        print(table(profiles))
     if any(r.load.suspect for rs in runs.values() for r in rs):
         print(
             f"WARNING: other processes used more than {OTHERS_WARN_SHARE:.0%} of the cores during some timed runs; "
@@ -154,6 +170,16 @@ def _unet_inputs(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.n
     timesteps = rng.integers(0, 1000, size=args.batch)
     context = rng.standard_normal((args.batch, args.tokens, args.cross_dim), dtype=np.float32)
     return sample, timesteps, context
+
+
+def _cotangent(sample: np.ndarray) -> np.ndarray:
+    """The fixed output cotangent of the backward benchmark (output has the sample's shape)."""
+    return np.random.default_rng(1).standard_normal(sample.shape, dtype=np.float32)
+
+
+def _nhwc(tensor) -> np.ndarray:
+    """A PyTorch [B, C, H, W] result as our [B, H, W, C] array."""
+    return tensor.detach().numpy().transpose(0, 2, 3, 1)
 
 
 def _weights(workdir: Path) -> dict[str, np.ndarray] | None:
@@ -185,11 +211,27 @@ def bench_unet(args: argparse.Namespace) -> None:
         threads = _torch_threads()
         peer = UNet2DConditionModel(**config.to_diffusers()).eval()
         peer.load_state_dict({k: torch.from_numpy(v) for k, v in _weights(Path(args.workdir)).items()})
-        inputs = (torch.from_numpy(sample.transpose(0, 3, 1, 2).copy()), torch.from_numpy(timesteps))
-        context_t = torch.from_numpy(context)
+        x = torch.from_numpy(sample.transpose(0, 3, 1, 2).copy())
+        t, c = torch.from_numpy(timesteps), torch.from_numpy(context)
+        if args.backward:  # d(sum(output * cotangent)) / d(params, sample); the sample's gradient is compared
+            cotangent = torch.from_numpy(_cotangent(sample).transpose(0, 3, 1, 2).copy())
+            x.requires_grad_(True)
+
+            def call():
+                peer.zero_grad(set_to_none=True)
+                x.grad = None
+                (peer(x, t, c).sample * cotangent).sum().backward()
+                return x.grad
+
+            _timed_side(
+                call, lambda out: out.numpy().transpose(0, 2, 3, 1), threads, args, lambda: torch_breakdown(call)
+            )
+            return
         with torch.inference_mode():
-            call = lambda: peer(*inputs, context_t).sample  # noqa: E731
-            _timed_side(call, lambda out: out.numpy().transpose(0, 2, 3, 1), threads, args)
+            call = lambda: peer(x, t, c).sample  # noqa: E731
+            _timed_side(
+                call, lambda out: out.numpy().transpose(0, 2, 3, 1), threads, args, lambda: torch_breakdown(call)
+            )
         return
     compute = Compute(dtype=jnp.dtype(args.dtype), attention=args.attention)
     if args.side == "jax":
@@ -201,10 +243,23 @@ def bench_unet(args: argparse.Namespace) -> None:
         else:
             model = from_diffusers_unet(weights, config.to_diffusers(), compute=compute)
         graphdef, state = nnx.split(model)
-        forward = jax.jit(lambda state, x, t, c: nnx.merge(graphdef, state)(x, t, c))
-        inputs = (jnp.asarray(sample, compute.dtype), jnp.asarray(timesteps), jnp.asarray(context, compute.dtype))
-        call = lambda: jax.block_until_ready(forward(state, *inputs))  # noqa: E731
-        _timed_side(call, lambda out: np.asarray(out, np.float32), _jax_threads(), args)
+        forward = lambda state, x, t, c: nnx.merge(graphdef, state)(x, t, c)  # noqa: E731
+        if args.backward:
+            cotangent = jnp.asarray(_cotangent(sample), compute.dtype)
+            loss = lambda state, x, t, c: jnp.sum(forward(state, x, t, c) * cotangent, dtype=jnp.float32)  # noqa: E731
+            function = jax.jit(lambda state, x, t, c: jax.grad(loss, argnums=(0, 1))(state, x, t, c)[1])
+        else:
+            function = jax.jit(forward)
+        inputs = (
+            state,
+            jnp.asarray(sample, compute.dtype),
+            jnp.asarray(timesteps),
+            jnp.asarray(context, compute.dtype),
+        )
+        call = lambda: jax.block_until_ready(function(*inputs))  # noqa: E731
+        _timed_side(
+            call, lambda out: np.asarray(out, np.float32), _jax_threads(), args, lambda: xla_breakdown(function, inputs)
+        )
         return
 
     def prepare(workdir: Path) -> list[str]:
@@ -222,7 +277,8 @@ def bench_unet(args: argparse.Namespace) -> None:
     print(
         f"UNet {list(config.block_out_channels)}, {args.layers} layers/block, {args.heads} heads, "
         f"{sum(param_counts(model).values()) / 1e6:.1f} M params; input [{args.batch}, {args.size}, {args.size}, 4], "
-        f"context [{args.batch}, {args.tokens}, {args.cross_dim}]; JAX {args.dtype}, {args.attention} attention"
+        f"context [{args.batch}, {args.tokens}, {args.cross_dim}]; JAX {args.dtype}, {args.attention} attention; "
+        + ("forward + backward (parameter and sample gradients)" if args.backward else "forward")
     )
     milliseconds = lambda s: f"{s * 1e3:8.1f} ms"  # noqa: E731
     compare(args, args.argv, milliseconds, prepare)
@@ -241,7 +297,7 @@ def bench_audio(args: argparse.Namespace) -> None:
         peer.load_state_dict({k: torch.from_numpy(v) for k, v in _weights(Path(args.workdir)).items()})
         with torch.inference_mode():
             call = lambda: peer(torch.from_numpy(waveform)).last_hidden_state  # noqa: E731
-            _timed_side(call, lambda out: out.numpy(), threads, args)
+            _timed_side(call, lambda out: out.numpy(), threads, args, lambda: torch_breakdown(call))
         return
     compute = Compute(attention=args.attention)
     if args.side == "jax":
@@ -255,9 +311,9 @@ def bench_audio(args: argparse.Namespace) -> None:
             model = from_hf_wav2vec2(weights, config, compute=compute)
         graphdef, state = nnx.split(model)
         forward = jax.jit(lambda state, x: nnx.merge(graphdef, state)(x).last_hidden_state)
-        inputs = jnp.asarray(waveform)
-        call = lambda: jax.block_until_ready(forward(state, inputs))  # noqa: E731
-        _timed_side(call, np.asarray, _jax_threads(), args)
+        inputs = (state, jnp.asarray(waveform))
+        call = lambda: jax.block_until_ready(forward(*inputs))  # noqa: E731
+        _timed_side(call, np.asarray, _jax_threads(), args, lambda: xla_breakdown(forward, inputs))
         return
 
     def prepare(workdir: Path) -> list[str]:
@@ -430,6 +486,7 @@ def bench_compile(args: argparse.Namespace) -> None:
 
 def _side_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of one fresh process per side, alternating")
+    parser.add_argument("--profile", action="store_true", help="also op time by kind on each side (bench_profile)")
     parser.add_argument("--side", choices=["jax", "torch"], help=argparse.SUPPRESS)  # a child process
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
@@ -438,7 +495,7 @@ def _side_flags(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m emo_jax.bench", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="bench", required=True)
-    unet = sub.add_parser("unet", help="UNet forward, JAX vs PyTorch")
+    unet = sub.add_parser("unet", help="UNet forward (or forward + backward), JAX vs PyTorch")
     unet.add_argument("--channels", default="64,128,256", help="block_out_channels, comma-separated")
     unet.add_argument("--layers", type=int, default=2, help="layers per block")
     unet.add_argument("--heads", type=int, default=8)
@@ -448,6 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     unet.add_argument("--batch", type=int, default=2)
     unet.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="JAX compute dtype")
     unet.add_argument("--attention", default="auto", choices=ATTENTION_IMPLEMENTATIONS)
+    unet.add_argument("--backward", action="store_true", help="forward + backward (parameter and sample gradients)")
     unet.add_argument("--warmup", type=int, default=2)
     unet.add_argument("--repeats", type=int, default=10)
     _side_flags(unet)

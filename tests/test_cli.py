@@ -155,8 +155,23 @@ def test_info_counts_parameters_per_part(capsys):
     [
         ["unet", "--channels", "32,32", "--size", "8", "--batch", "1", "--tokens", "4", "--cross-dim", "32"],
         ["audio", "--seconds", "0.5"],
+        [
+            "unet",
+            "--channels",
+            "32,32",
+            "--size",
+            "8",
+            "--batch",
+            "1",
+            "--tokens",
+            "4",
+            "--cross-dim",
+            "32",
+            "--backward",
+            "--profile",
+        ],
     ],
-    ids=["unet", "audio"],
+    ids=["unet", "audio", "unet-backward-profile"],
 )
 def test_benchmarks_run_and_agree_with_pytorch(argv, capsys):
     from emo_jax import bench
@@ -166,3 +181,5 @@ def test_benchmarks_run_and_agree_with_pytorch(argv, capsys):
     assert "PyTorch / JAX time" in out and out.count("round ") == 4  # 2 rounds x 2 sides, each its own process
     assert "machine: " in out and "cores busy" in out
     assert float(out.rsplit("relative error JAX vs PyTorch: ", 1)[1].split()[0]) < 1e-5
+    if "--profile" in argv:  # both sides' op time by kind, the sample gradients compared above
+        assert "| convolution |" in out and "| busy cores |" in out
