@@ -43,6 +43,21 @@ def test_chunked_attention_blocks_and_padding_are_exact(chunk):
     np.testing.assert_allclose(out, reference_attention(q, k, v), atol=2e-6)
 
 
+@pytest.mark.parametrize("chunk", [16, 100])
+def test_chunked_attention_gradients_equal_full_attention(chunk):
+    # The blocks are recomputed in the backward pass (jax.checkpoint); the gradients must not notice.
+    q, k, v = (jnp.asarray(a) for a in _qkv(100, 37, seed=2))
+    cotangent = jnp.asarray(np.random.default_rng(3).standard_normal(q.shape, dtype=np.float32))
+
+    def grads(attention):
+        return jax.jit(jax.grad(lambda q, k, v: jnp.sum(attention(q, k, v) * cotangent), argnums=(0, 1, 2)))(q, k, v)
+
+    chunked = grads(lambda q, k, v: chunked_attention(q, k, v, chunk=chunk))
+    full = grads(lambda q, k, v: jax.nn.dot_product_attention(q, k, v, implementation="xla"))
+    for got, want in zip(chunked, full, strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
 @pytest.mark.parametrize("implementation", ["xla", "chunked"])
 def test_bf16_inputs_take_fp32_logits(implementation):
     # Logits 128.25 and 128 (head dim 4, scale 1/2): bf16 rounds both to 128 (weights 0.5/0.5), fp32 keeps
