@@ -76,3 +76,20 @@ def test_denoising_loss_is_the_weighted_mse_of_the_right_target():
     np.testing.assert_allclose(mse, expected_mse, rtol=1e-5)
     weights = loss.min_snr_weight(schedules.snr(abar, t), 5.0, "v_prediction")
     np.testing.assert_allclose(total, np.mean(weights * expected_mse), rtol=1e-5)
+
+
+def test_region_weights_weigh_the_mouth_and_normalise():
+    mask = np.zeros((2, 8, 8, 1), np.uint8)
+    mask[0, 4:8, 2:6] = 1  # sample 0: a 4x4 pixel region = latent pixels (2..3, 1..2) at /2, fully inside
+    weights = loss.region_weights(jnp.asarray(mask), (4, 4), 9.0)
+    assert weights.shape == (2, 1, 4, 4, 1)
+    np.testing.assert_array_equal(np.asarray(weights)[0, 0, 2:4, 1:3, 0], 10.0)
+    assert float(weights[0].sum()) == 16 + 4 * 9 and float(weights[1].min()) == float(weights[1].max()) == 1.0
+    rng = np.random.default_rng(3)
+    pred, target = (jnp.asarray(a) for a in rng.standard_normal((2, 2, 3, 4, 4, 4), dtype=np.float32))
+    err = (np.asarray(pred) - np.asarray(target)) ** 2
+    w = np.broadcast_to(np.asarray(weights), err.shape)
+    np.testing.assert_allclose(
+        loss.per_sample_mse(pred, target, weights), (w * err).sum((1, 2, 3, 4)) / w.sum((1, 2, 3, 4)), rtol=1e-6
+    )
+    np.testing.assert_allclose(loss.per_sample_mse(pred, target, weights)[1], loss.per_sample_mse(pred, target)[1])

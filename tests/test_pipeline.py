@@ -1,3 +1,4 @@
+import dataclasses
 import io
 
 import grain
@@ -5,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from emo_jax.data.pipeline import PipelineConfig, SampleClip, data_source, face_mask, make_loader
+from emo_jax.data.pipeline import PipelineConfig, SampleClip, data_source, face_mask, make_loader, mouth_boxes
 
 VIDEO = PipelineConfig(num_frames=12, num_motion_frames=4, size=64, batch_size=2, worker_count=0)
 
@@ -39,6 +40,21 @@ def test_sample_clip_takes_a_clip_its_motion_frames_and_a_distant_reference(data
     mask = face_mask(record["boxes"][start : start + 12] * 64 / 128, 64)
     np.testing.assert_array_equal(example["face_mask"], mask)
     assert 0.1 < example["face_mask"].mean() < 0.9
+
+
+def test_mouth_mask_is_the_lower_middle_of_the_clips_face_boxes(dataset_dir):
+    record = _record(dataset_dir, "talk_a")
+    config = dataclasses.replace(VIDEO, mouth_mask=True)
+    example = SampleClip(config).random_map(record, np.random.default_rng(0))
+    frames = _decoded(record, 64)
+    start = next(s for s in range(4, 64) if np.array_equal(frames[s : s + 12], example["frames"]))
+    boxes = record["boxes"][start : start + 12] * 64 / 128
+    np.testing.assert_array_equal(example["mouth_mask"], face_mask(mouth_boxes(boxes), 64))
+    mouth, face = example["mouth_mask"][..., 0].astype(bool), example["face_mask"][..., 0].astype(bool)
+    assert 0 < mouth.sum() < 0.4 * face.sum() and not (mouth & ~face).any()  # a part of the face region
+    rows = np.flatnonzero(mouth.any(1))
+    assert rows.min() >= boxes[:, 1].min() + 0.5 * (boxes[:, 3] - boxes[:, 1]).min()  # its lower part
+    np.testing.assert_allclose(mouth_boxes(np.array([[10.0, 20, 30, 60]])), [[15, 44, 25, 60]])
 
 
 def test_face_mask_is_the_union_of_boxes():

@@ -72,3 +72,16 @@ def test_a_stage_that_does_not_fit_is_refused_with_its_keys(stage1_run):
     message = str(error.value)
     assert "1 saved weights this model has no parameter for" in message and "no_such_layer" in message
     assert f"{key}: (3, 3, 4, 1) saved, model wants (3, 3, 4, 32)" in message
+
+
+def test_an_exported_bundle_is_a_starting_point_too(stage1_run, tmp_path):
+    from safetensors.numpy import save_file
+
+    _, stage1 = stage1_run
+    save_file(stage1, tmp_path / "emo.safetensors")  # what `emo-jax export` writes beside config.json
+    saved = read_stage_params(tmp_path)
+    assert saved.keys() == stage1.keys()
+    for key, value in stage1.items():
+        np.testing.assert_array_equal(saved[key], value)
+    with pytest.raises(FileNotFoundError, match="nor an exported bundle"):
+        read_stage_params(tmp_path / "nothing")

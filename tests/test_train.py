@@ -124,6 +124,20 @@ def test_another_configs_workdir_is_refused(logmel_dataset_dir, tmp_path):
     check_workdir_config(tmp_path, config.to_dict(), allow_changes=True)
 
 
+def test_a_mouth_weighted_loss_trains_and_weighs_the_mouth(logmel_dataset_dir, tmp_path):
+    # loss.mouth_weight: the pipeline adds the clips' mouth masks, the loss weighs them; a run trains on them.
+    from emo_jax.train import trainer
+
+    config = micro_config(0, data_dir=str(logmel_dataset_dir))
+    config.loss.mouth_weight = 4.0
+    config.train.update(steps=2, checkpoint_every=2)
+    metrics = trainer.train(config, tmp_path / "run", progress=False)
+    assert np.isfinite(metrics["loss"]) and _finished_checkpoints(tmp_path / "run") == [2]
+    config.loss.mouth_weight = 0.0
+    with pytest.raises(ValueError, match="another config.*loss.mouth_weight"):
+        trainer.train(config, tmp_path / "run", progress=False)
+
+
 @pytest.mark.slow
 def test_a_nan_stops_the_run_after_saving_the_last_good_state(logmel_dataset_dir, tmp_path, monkeypatch):
     """Step 1 logs, draws its frame grid and checkpoints; step 2's batch carries a NaN: the run names the step and

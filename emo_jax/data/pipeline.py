@@ -10,6 +10,8 @@ Batch (B = batch_size, n = num_frames, f = num_motion_frames, S = size, m = wind
   reference [B, S, S, 3] uint8        a frame of the same clip record, away from the clip and its motion frames
   face_mask [B, S, S, 1] uint8        1 inside the union of the face boxes of the clip's frames (at least
                                       `mask_frames` frames centred on the clip: stage 1 sees a clip-sized mask)
+  mouth_mask [B, S, S, 1] uint8       with `mouth_mask`: 1 inside the union of the clip's mouth regions, the
+                                      `MOUTH_REGION` of each face box (`loss.mouth_weight` weighs the loss there)
   speed [B, n] float32                head rotation, degrees/frame (the model buckets it: `SpeedEncoder`)
   audio [B, (n + 2m) * 16000 / fps] float32   the clip's audio with m frames each side (zeros past the record),
     or, for datasets with precomputed features, audio_features [B, n, 2m + 1, L, D]: the whole video's features
@@ -28,6 +30,10 @@ import numpy as np
 
 from emo_jax.audio.loading import SAMPLE_RATE
 
+# Where the mouth is in a face box, as fractions of its width and height (x0, y0, x1, y1): the lower middle,
+# with room for the mouth to open and for pitch. Checked on the synthetic corpus, whose mouth it covers.
+MOUTH_REGION = (0.25, 0.6, 0.75, 1.0)
+
 
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
@@ -38,6 +44,7 @@ class PipelineConfig:
     reference_gap: int = 12  # the reference is at least this many frames from the clip where the record allows
     mask_frames: int = 0  # the face mask covers at least this many frames around the clip (0: the clip's own)
     require_audio: bool = True  # leave out clips of silent videos (kept by `preprocess --keep-silent` for stage 1)
+    mouth_mask: bool = False  # also the clip's mouth regions (for a loss weighted there: loss.mouth_weight)
     batch_size: int = 4
     seed: int = 0
     worker_count: int = 2  # processes running SampleClip; 0: in this process
@@ -84,6 +91,10 @@ class SampleClip(grain.transforms.RandomMap):
             "video_id": np.array(_text(element["video_id"])),
             "frame": np.int32(int(element["clip_start"]) + start),
         }
+        if c.mouth_mask:
+            example["mouth_mask"] = face_mask(
+                mouth_boxes(element["boxes"][start : start + c.num_frames] * scale), c.size
+            )
         if c.num_motion_frames:  # no empty arrays: grain's shared-memory batches cannot hold them
             example["motion_frames"] = np.stack([decode(i) for i in window[: c.num_motion_frames]])
         if "audio" in element:
@@ -134,6 +145,14 @@ def face_mask(boxes: np.ndarray, size: int) -> np.ndarray:
     inside_x = (centres[None, :] >= boxes[:, :1]) & (centres[None, :] < boxes[:, 2:3])  # [F, S]
     inside_y = (centres[None, :] >= boxes[:, 1:2]) & (centres[None, :] < boxes[:, 3:4])
     return (inside_y[:, :, None] & inside_x[:, None, :]).any(0)[..., None].astype(np.uint8)
+
+
+def mouth_boxes(boxes: np.ndarray) -> np.ndarray:
+    """[F, 4] face boxes (x0, y0, x1, y1) -> [F, 4] their `MOUTH_REGION`s."""
+    x0, y0, x1, y1 = (boxes[:, i : i + 1] for i in range(4))
+    w, h = x1 - x0, y1 - y0
+    fx0, fy0, fx1, fy1 = MOUTH_REGION
+    return np.concatenate([x0 + fx0 * w, y0 + fy0 * h, x0 + fx1 * w, y0 + fy1 * h], axis=1)
 
 
 def _audio_window(audio: np.ndarray, fps: float, start: int, num_frames: int, m: int) -> np.ndarray:

@@ -36,10 +36,24 @@ def min_snr_weight(snr: jax.Array, gamma: float | None, prediction_type: str) ->
     raise ValueError(f"prediction_type must be one of {schedules.PREDICTION_TYPES}, got {prediction_type!r}")
 
 
-def per_sample_mse(prediction: jax.Array, target: jax.Array) -> jax.Array:
-    """Mean squared error per sample, in fp32. [B, ...] x2 -> [B]."""
+def per_sample_mse(prediction: jax.Array, target: jax.Array, weights: jax.Array | None = None) -> jax.Array:
+    """Mean squared error per sample, in fp32; with `weights` (broadcastable to the error, e.g. [B, 1, h, w, 1])
+    the weighted mean sum(w err) / sum(w). [B, ...] x2 -> [B]."""
     err = (prediction.astype(jnp.float32) - target.astype(jnp.float32)) ** 2
-    return err.reshape(err.shape[0], -1).mean(axis=1)
+    if weights is None:
+        return err.reshape(err.shape[0], -1).mean(axis=1)
+    weights = jnp.broadcast_to(weights.astype(jnp.float32), err.shape)
+    total = lambda x: x.reshape(x.shape[0], -1).sum(axis=1)  # noqa: E731
+    return total(weights * err) / total(weights)
+
+
+def region_weights(mask: jax.Array, latent_hw: tuple[int, int], weight: float) -> jax.Array:
+    """1 + weight x the share of each latent pixel inside `mask` (pixels [B, S, S, 1], 0/1), for
+    `per_sample_mse` over video latents [B, F, h, w, C]: -> [B, 1, h, w, 1]."""
+    b, size = mask.shape[0], mask.shape[1]
+    h, w = latent_hw
+    share = mask.astype(jnp.float32).reshape(b, h, size // h, w, size // w).mean(axis=(2, 4))
+    return (1.0 + weight * share)[:, None, :, :, None]
 
 
 def denoising_loss(
@@ -51,8 +65,10 @@ def denoising_loss(
     *,
     prediction_type: str,
     snr_gamma: float | None,
+    weights: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
-    """-> (scalar loss: weighted mean over samples, unweighted per-sample MSE [B] for logging)."""
-    mse = per_sample_mse(prediction, schedules.target(prediction_type, x0, noise, timesteps, abar))
+    """-> (scalar loss: weighted mean over samples, per-sample MSE [B] for logging: weighted over pixels by
+    `weights` where given, unweighted over timesteps)."""
+    mse = per_sample_mse(prediction, schedules.target(prediction_type, x0, noise, timesteps, abar), weights)
     weight = min_snr_weight(schedules.snr(abar, timesteps), snr_gamma, prediction_type)
     return jnp.mean(weight * mse), mse

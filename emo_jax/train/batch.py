@@ -98,6 +98,7 @@ class Objective:
     prediction_type: str
     offset_noise: float = 0.0
     snr_gamma: float | None = None
+    mouth_weight: float = 0.0  # extra loss weight inside the clip's mouth regions (batch["mouth_mask"]); 0: off
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> Objective:
@@ -106,6 +107,7 @@ class Objective:
             prediction_type=config.model.prediction_type,
             offset_noise=config.loss.offset_noise,
             snr_gamma=config.loss.snr_gamma,
+            mouth_weight=float(config.loss.get("mouth_weight", 0.0)),
         )
 
 
@@ -117,7 +119,8 @@ def training_inputs(
     dropout: Dropout,
     augment: MotionAugment,
 ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
-    """-> (keyword arguments of `EMO.__call__`, {x0, noise, timesteps}: what the loss compares against)."""
+    """-> (keyword arguments of `EMO.__call__`, {x0, noise, timesteps[, weights]}: what the loss compares
+    against; weights [B, 1, h, w, 1] where `objective.mouth_weight`, from batch["mouth_mask"])."""
     keys = jax.random.split(key, 6)
     frames = to_pixels(batch["frames"])  # [B, F, S, S, 3]
     b, f = frames.shape[:2]
@@ -144,7 +147,12 @@ def training_inputs(
     for name in ("audio_features", "speed"):
         if name in batch:
             inputs[name] = batch[name]
-    return inputs, dict(x0=x0, noise=noise, timesteps=timesteps)
+    truth = dict(x0=x0, noise=noise, timesteps=timesteps)
+    if objective.mouth_weight:
+        if "mouth_mask" not in batch:
+            raise ValueError("loss.mouth_weight needs batches with mouth_mask (PipelineConfig.mouth_mask=True)")
+        truth["weights"] = diffusion_loss.region_weights(batch["mouth_mask"], x0.shape[2:4], objective.mouth_weight)
+    return inputs, truth
 
 
 def example_batch(
@@ -162,6 +170,8 @@ def example_batch(
     }
     if n:
         shapes["motion_frames"] = ((b, n, s, s, 3), np.uint8)
+    if config.loss.get("mouth_weight", 0.0):
+        shapes["mouth_mask"] = ((b, s, s, 1), np.uint8)
     audio = config.model.get("audio")
     if audio is not None:
         shapes["audio_features"] = ((b, f, 2 * d.window + 1, audio.blocks, audio.channels), np.float32)
@@ -171,7 +181,7 @@ def example_batch(
     batch = {}
     for name, (shape, dtype) in shapes.items():
         if dtype == np.uint8:
-            batch[name] = rng.integers(0, 256 if name != "face_mask" else 2, shape, dtype=np.uint8)
+            batch[name] = rng.integers(0, 2 if name.endswith("_mask") else 256, shape, dtype=np.uint8)
         elif name == "speed":
             batch[name] = rng.uniform(0, 2, shape).astype(np.float32)
         else:

@@ -116,11 +116,19 @@ def step_folder(path: Path) -> Path:
 
 def read_stage_params(path: str | Path) -> dict[str, np.ndarray]:
     """The EMO weights (trainable and frozen, by dotted path, as numpy) of a training run: a workdir (its latest
-    checkpoint) or one step folder. Only those arrays are read, not the optimizer state."""
+    checkpoint) or one step folder, or of an exported bundle (`emo-jax export`: its emo.safetensors, the EMA
+    weights where the run kept them). Only those arrays are read, not the optimizer state."""
     path = Path(path).absolute()
+    if (path / "emo.safetensors").is_file():
+        from safetensors.numpy import load_file
+
+        return load_file(path / "emo.safetensors")
     step_dir = step_folder(path)
     if not (step_dir / "state").is_dir():
-        raise FileNotFoundError(f"{path}: neither a training workdir nor a checkpoint step folder (no state/)")
+        raise FileNotFoundError(
+            f"{path}: neither a training workdir, a checkpoint step folder (no state/) nor an exported bundle "
+            "(no emo.safetensors)"
+        )
     with ocp.PyTreeCheckpointer() as checkpointer:
         tree = checkpointer.metadata(step_dir / "state").item_metadata.tree
         wanted = {"state": {"trainable": tree["state"]["trainable"]}, "frozen": {"emo": tree["frozen"]["emo"]}}

@@ -173,6 +173,7 @@ class Trainer:
                 abar,
                 prediction_type=self.objective.prediction_type,
                 snr_gamma=self.objective.snr_gamma,
+                weights=truth.get("weights"),
             )
 
         (loss, per_sample), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["trainable"])
@@ -339,6 +340,7 @@ def train(
             worker_count=d.worker_count,
             mask_frames=d.mask_window if d.num_frames == 1 else 0,
             require_audio=config.model.get("audio") is not None,
+            mouth_mask=bool(config.loss.get("mouth_weight", 0.0)),
         ),
     )
     iterator = iter(loader)
