@@ -7,7 +7,7 @@ from flax import nnx
 from tiny import micro_config
 
 from emo_jax.build import build_emo, build_vae
-from emo_jax.eval.audio_use import VARIANTS, audio_use, clip_batches, table
+from emo_jax.eval.audio_use import REGIONS, VARIANTS, audio_use, clip_batches, table
 from emo_jax.train.trainer import dataset_source
 
 
@@ -21,11 +21,13 @@ def probe_inputs(logmel_dataset_dir):
 def test_a_fresh_model_ignores_audio_exactly(probe_inputs):
     # The audio attention's output projection starts at zero: own, other and no audio give the same loss.
     config, model, vae, batches = probe_inputs
-    (result,) = audio_use(config, model, vae, batches, (900,))
-    assert len(batches) == 2 and set(result.loss) == set(VARIANTS)
-    assert result.loss["own"] == result.loss["other"] == result.loss["none"] > 0
-    assert result.gain == 0.0
-    assert "| 900 |" in table([result])
+    results = audio_use(config, model, vae, batches, (900,))
+    assert len(batches) == 2 and [r.region for r in results] == list(REGIONS)
+    for result in results:
+        assert set(result.loss) == set(VARIANTS)
+        assert result.loss["own"] == result.loss["other"] == result.loss["none"] > 0
+        assert result.gain == 0.0
+    assert "| 900 | mouth |" in table(results)
 
 
 def test_an_audio_path_that_adds_something_is_seen(probe_inputs):
