@@ -117,9 +117,10 @@ def base(size: str) -> ml_collections.ConfigDict:
         beta_schedule="scaled_linear",
         rescale_betas_zero_snr=False,
     )
-    # snr_gamma None: plain MSE. mouth_weight: the loss inside each clip's mouth regions (the lower middle of its
-    # face boxes) counts 1 + mouth_weight times; 0 is the paper's plain loss.
-    c.loss = dict(snr_gamma=5.0, offset_noise=0.05, mouth_weight=0.0)
+    # snr_gamma None: plain MSE; snr_floor: min-SNR's clean-sample weight never below it (0: as published).
+    # mouth_weight: the loss inside each clip's mouth regions (the lower middle of its face boxes) counts
+    # 1 + mouth_weight times; 0 is the paper's plain loss.
+    c.loss = dict(snr_gamma=5.0, snr_floor=0.0, offset_noise=0.05, mouth_weight=0.0)
     # Condition dropout for classifier-free guidance (shares of samples; reference, audio and both are exclusive),
     # and first clips: the share of samples trained without motion frames (a video's first clip).
     c.dropout = dict(reference=0.05, audio=0.05, both=0.05, first_clip=0.05)

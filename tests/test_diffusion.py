@@ -93,3 +93,15 @@ def test_region_weights_weigh_the_mouth_and_normalise():
         loss.per_sample_mse(pred, target, weights), (w * err).sum((1, 2, 3, 4)) / w.sum((1, 2, 3, 4)), rtol=1e-6
     )
     np.testing.assert_allclose(loss.per_sample_mse(pred, target, weights)[1], loss.per_sample_mse(pred, target)[1])
+
+
+@pytest.mark.parametrize(
+    "prediction_type, to_x0", [("epsilon", lambda snr: snr), ("v_prediction", lambda snr: snr + 1)]
+)
+def test_snr_floor_keeps_the_clean_sample_weight_at_high_noise(prediction_type, to_x0):
+    # The loss on the model's target is the clean sample's error times to_x0(snr); min-SNR makes that product
+    # min(snr, gamma), which the floor keeps from vanishing where snr is small.
+    snr = jnp.array([0.005, 0.05, 1.0, 20.0])
+    for floor, expected in ((0.0, [0.005, 0.05, 1.0, 5.0]), (0.1, [0.1, 0.1, 1.0, 5.0])):
+        weight = loss.min_snr_weight(snr, 5.0, prediction_type, floor)
+        np.testing.assert_allclose(weight * to_x0(snr), expected, rtol=1e-6)

@@ -22,13 +22,17 @@ def offset_noise(key: jax.Array, shape: tuple[int, ...], offset: float) -> jax.A
     return noise
 
 
-def min_snr_weight(snr: jax.Array, gamma: float | None, prediction_type: str) -> jax.Array:
+def min_snr_weight(snr: jax.Array, gamma: float | None, prediction_type: str, floor: float = 0.0) -> jax.Array:
     """Per-sample loss weight of min-SNR-gamma (Hang et al. 2023) for a loss on the model's own target:
     epsilon: min(snr, gamma) / snr; v: min(snr, gamma) / (snr + 1). gamma None: 1. A zero SNR (the last step of
-    a zero-terminal-SNR schedule) gets weight 0 for epsilon, where x_t is pure noise and eps is trivial. [B] -> [B]."""
+    a zero-terminal-SNR schedule) gets weight 0 for epsilon, where x_t is pure noise and eps is trivial. [B] -> [B].
+
+    Either way the clean sample's error counts min(snr, gamma) times, which vanishes at high noise: where the
+    noisy frames no longer show what a condition (the audio, for the mouth) decides, that condition is barely
+    trained. `floor` (with a gamma) keeps the clean-sample weight at least `floor`: max(min(snr, gamma), floor)."""
     if gamma is None:
         return jnp.ones_like(snr)
-    clipped = jnp.minimum(snr, gamma)
+    clipped = jnp.maximum(jnp.minimum(snr, gamma), floor)
     if prediction_type == "epsilon":
         return jnp.where(snr > 0, clipped / jnp.where(snr > 0, snr, 1.0), 0.0)
     if prediction_type == "v_prediction":
@@ -66,9 +70,10 @@ def denoising_loss(
     prediction_type: str,
     snr_gamma: float | None,
     weights: jax.Array | None = None,
+    snr_floor: float = 0.0,
 ) -> tuple[jax.Array, jax.Array]:
     """-> (scalar loss: weighted mean over samples, per-sample MSE [B] for logging: weighted over pixels by
     `weights` where given, unweighted over timesteps)."""
     mse = per_sample_mse(prediction, schedules.target(prediction_type, x0, noise, timesteps, abar), weights)
-    weight = min_snr_weight(schedules.snr(abar, timesteps), snr_gamma, prediction_type)
+    weight = min_snr_weight(schedules.snr(abar, timesteps), snr_gamma, prediction_type, snr_floor)
     return jnp.mean(weight * mse), mse

@@ -98,6 +98,7 @@ class Objective:
     prediction_type: str
     offset_noise: float = 0.0
     snr_gamma: float | None = None
+    snr_floor: float = 0.0  # the least weight of the clean sample's error at any noise level (min_snr_weight)
     mouth_weight: float = 0.0  # extra loss weight inside the clip's mouth regions (batch["mouth_mask"]); 0: off
 
     @classmethod
@@ -107,6 +108,7 @@ class Objective:
             prediction_type=config.model.prediction_type,
             offset_noise=config.loss.offset_noise,
             snr_gamma=config.loss.snr_gamma,
+            snr_floor=float(config.loss.get("snr_floor", 0.0)),
             mouth_weight=float(config.loss.get("mouth_weight", 0.0)),
         )
 

@@ -174,6 +174,7 @@ class Trainer:
                 prediction_type=self.objective.prediction_type,
                 snr_gamma=self.objective.snr_gamma,
                 weights=truth.get("weights"),
+                snr_floor=self.objective.snr_floor,
             )
 
         (loss, per_sample), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["trainable"])
