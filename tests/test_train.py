@@ -124,6 +124,21 @@ def test_another_configs_workdir_is_refused(logmel_dataset_dir, tmp_path):
     check_workdir_config(tmp_path, config.to_dict(), allow_changes=True)
 
 
+def test_a_run_saved_before_a_config_key_was_added_resumes_at_its_neutral_value(tmp_path):
+    from emo_jax.train.checkpointing import ADDED_KEYS, check_workdir_config
+
+    config = micro_config(0)
+    old = config.to_dict()
+    for dotted in ADDED_KEYS:
+        section, key = dotted.split(".")
+        del old[section][key]
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    check_workdir_config(tmp_path, config.to_dict())  # the run's loss is what it was
+    config.loss.mouth_weight = 3.0
+    with pytest.raises(ValueError, match="another config.*loss.mouth_weight"):
+        check_workdir_config(tmp_path, config.to_dict())
+
+
 def test_a_mouth_weighted_loss_trains_and_weighs_the_mouth(logmel_dataset_dir, tmp_path):
     # loss.mouth_weight: the pipeline adds the clips' mouth masks, the loss weighs them; a run trains on them.
     from emo_jax.train import trainer

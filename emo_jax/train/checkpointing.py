@@ -26,6 +26,9 @@ CONFIG_FILE = "config.json"
 # Config entries a resumed run may change: how long and how verbosely it runs, where files are, the mesh, and
 # the defaults sampling uses.
 RESUMABLE_CHANGES = ("train.", "data.data_dir", "data.worker_count", "init.", "vae.checkpoint", "mesh.", "sample.")
+# Config keys added after runs were made, with the value that does what those runs did: a saved config without
+# one reads as having it, so such a run resumes with the new code unless the key is set otherwise.
+ADDED_KEYS = {"loss.mouth_weight": 0.0, "loss.snr_floor": 0.0}
 
 
 class Checkpoints:
@@ -80,7 +83,7 @@ def check_workdir_config(workdir: str | Path, config: dict, *, allow_changes: bo
     `RESUMABLE_CHANGES`) unless `allow_changes`. Only process 0 writes."""
     path = Path(workdir) / CONFIG_FILE
     if path.is_file():
-        saved = json.loads(path.read_text())
+        saved = _with_added_keys(json.loads(path.read_text()))
         changed = [k for k in _differences(saved, config) if not k.startswith(RESUMABLE_CHANGES)]
         if changed and not allow_changes:
             shown = ", ".join(changed[:10]) + (f" and {len(changed) - 10} more" if len(changed) > 10 else "")
@@ -93,6 +96,16 @@ def check_workdir_config(workdir: str | Path, config: dict, *, allow_changes: bo
     if jax.process_index() == 0:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def _with_added_keys(saved: dict) -> dict:
+    for dotted, value in ADDED_KEYS.items():
+        *parents, leaf = dotted.split(".")
+        node = saved
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node.setdefault(leaf, value)
+    return saved
 
 
 def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
