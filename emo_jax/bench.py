@@ -223,15 +223,11 @@ def bench_unet(args: argparse.Namespace) -> None:
                 (peer(x, t, c).sample * cotangent).sum().backward()
                 return x.grad
 
-            _timed_side(
-                call, lambda out: out.numpy().transpose(0, 2, 3, 1), threads, args, lambda: torch_breakdown(call)
-            )
+            _timed_side(call, _nhwc, threads, args, lambda: torch_breakdown(call))
             return
         with torch.inference_mode():
             call = lambda: peer(x, t, c).sample  # noqa: E731
-            _timed_side(
-                call, lambda out: out.numpy().transpose(0, 2, 3, 1), threads, args, lambda: torch_breakdown(call)
-            )
+            _timed_side(call, _nhwc, threads, args, lambda: torch_breakdown(call))
         return
     compute = Compute(dtype=jnp.dtype(args.dtype), attention=args.attention)
     if args.side == "jax":

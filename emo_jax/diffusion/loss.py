@@ -51,13 +51,18 @@ def per_sample_mse(prediction: jax.Array, target: jax.Array, weights: jax.Array 
     return total(weights * err) / total(weights)
 
 
-def region_weights(mask: jax.Array, latent_hw: tuple[int, int], weight: float) -> jax.Array:
-    """1 + weight x the share of each latent pixel inside `mask` (pixels [B, S, S, 1], 0/1), for
-    `per_sample_mse` over video latents [B, F, h, w, C]: -> [B, 1, h, w, 1]."""
+def region_share(mask: jax.Array, latent_hw: tuple[int, int]) -> jax.Array:
+    """The share of each latent pixel inside `mask` (pixels [B, S, S, 1], 0/1), shaped for `per_sample_mse` over
+    video latents [B, F, h, w, C]: -> [B, 1, h, w, 1]."""
     b, size = mask.shape[0], mask.shape[1]
     h, w = latent_hw
     share = mask.astype(jnp.float32).reshape(b, h, size // h, w, size // w).mean(axis=(2, 4))
-    return (1.0 + weight * share)[:, None, :, :, None]
+    return share[:, None, :, :, None]
+
+
+def region_weights(mask: jax.Array, latent_hw: tuple[int, int], weight: float) -> jax.Array:
+    """1 + weight x `region_share`: the loss weights of a region that counts 1 + weight times. -> [B, 1, h, w, 1]."""
+    return 1.0 + weight * region_share(mask, latent_hw)
 
 
 def denoising_loss(

@@ -26,14 +26,12 @@ import numpy as np
 from flax import nnx
 
 from emo_jax.diffusion import schedules
-from emo_jax.diffusion.loss import per_sample_mse, region_weights
+from emo_jax.diffusion.loss import per_sample_mse, region_share
 from emo_jax.models import AutoencoderKL
 from emo_jax.models.emo import EMO
 from emo_jax.train.batch import Dropout, MotionAugment, Objective, training_inputs
 
 VARIANTS = ("own", "other", "none")
-
-
 REGIONS = ("frame", "mouth")
 
 
@@ -106,7 +104,7 @@ def audio_use(
         inputs, truth = training_inputs(vae, batch, k_inputs, objective, Dropout(), MotionAugment())
         del inputs["noisy"], inputs["timesteps"]  # set per timestep in `losses`
         x0 = truth["x0"]
-        mouth = region_weights(jnp.asarray(batch["mouth_mask"]), x0.shape[2:4], 1.0) - 1.0  # share in the mouth
+        mouth = region_share(jnp.asarray(batch["mouth_mask"]), x0.shape[2:4])
         for t in timesteps:
             per_clip[t].append(np.asarray(losses(state, inputs, x0, truth["noise"], mouth, t)))
     results = []
