@@ -15,6 +15,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from emo_jax.models import AutoencoderKL, Compute, UNet, abstract_model
+from emo_jax.paths import location
 
 PARAMS_DIR = "params"
 
@@ -30,8 +31,9 @@ def save_model(directory: str | Path, model: UNet | AutoencoderKL) -> Path:
 
 
 def load_model(directory: str | Path, *, compute: Compute = Compute()) -> UNet | AutoencoderKL:
-    """Rebuilds the model saved by `save_model` (abstractly, then restores its parameters into it)."""
-    directory = Path(directory).absolute()
+    """Rebuilds the model saved by `save_model` (a local folder or gs://...; abstractly, then restores its
+    parameters into it)."""
+    directory = location(directory)
     config_path = directory / "config.json"
     if not config_path.is_file() or not (directory / PARAMS_DIR).is_dir():
         raise FileNotFoundError(f"{directory}: not a saved emo_jax model (needs config.json and {PARAMS_DIR}/)")

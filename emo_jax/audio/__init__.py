@@ -19,12 +19,15 @@ def build_audio_encoder(config: ml_collections.ConfigDict) -> AudioEncoder:
         return LogMelFeatures(n_mels=audio.get("n_mels", 80))
     if audio.encoder == "wav2vec2":
         from emo_jax.convert.wav2vec2 import from_hf_wav2vec2_folder
+        from emo_jax.paths import local_copy
 
         path = audio.get("wav2vec2_path")
         if not path:
-            raise ValueError("audio.encoder='wav2vec2' needs audio.wav2vec2_path: a local transformers Wav2Vec2 folder")
+            raise ValueError(
+                "audio.encoder='wav2vec2' needs audio.wav2vec2_path: a transformers Wav2Vec2 folder (local or gs://)"
+            )
         return Wav2Vec2Features(
-            from_hf_wav2vec2_folder(path),
+            from_hf_wav2vec2_folder(local_copy(path)),
             layers=audio.get("layers", "all"),
             chunk_seconds=audio.get("chunk_seconds", 30.0),
         )

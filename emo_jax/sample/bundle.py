@@ -23,6 +23,7 @@ from flax import nnx
 from emo_jax.build import build_emo, compute_of, vae_config
 from emo_jax.models import AutoencoderKL
 from emo_jax.models.emo import EMO
+from emo_jax.paths import location
 from emo_jax.train.checkpointing import CONFIG_FILE, step_folder
 from emo_jax.train.init import load_stage
 
@@ -38,8 +39,9 @@ class Bundle:
 
 
 def read_run(path: str | Path) -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray], str]:
-    """A training workdir or step folder -> (config dict, EMO weights, VAE weights, 'path @ step N')."""
-    path = Path(path).absolute()
+    """A training workdir or step folder (local or gs://) -> (config dict, EMO weights, VAE weights,
+    'path @ step N')."""
+    path = location(path)
     step_dir = step_folder(path)
     if not (step_dir / "state").is_dir():
         raise FileNotFoundError(

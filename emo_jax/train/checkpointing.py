@@ -14,13 +14,16 @@ them.
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import os
 from typing import Any
 
 import grain
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
+
+from emo_jax.paths import location
 
 CONFIG_FILE = "config.json"
 # Config entries a resumed run may change: how long and how verbosely it runs, where files are, the mesh, and
@@ -34,8 +37,8 @@ ADDED_KEYS = {"loss.mouth_weight": 0.0, "loss.snr_floor": 0.0}
 class Checkpoints:
     """The checkpoints of one run. `save` every `every` steps (or when forced), keep the last `keep`."""
 
-    def __init__(self, workdir: str | Path, *, every: int, keep: int):
-        self.directory = Path(workdir).absolute() / "checkpoints"
+    def __init__(self, workdir: str | os.PathLike, *, every: int, keep: int):
+        self.directory = location(workdir) / "checkpoints"
         self.every = every
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
         handlers = {
@@ -78,10 +81,10 @@ class Checkpoints:
         self.manager.close()
 
 
-def check_workdir_config(workdir: str | Path, config: dict, *, allow_changes: bool = False) -> None:
+def check_workdir_config(workdir: str | os.PathLike, config: dict, *, allow_changes: bool = False) -> None:
     """Writes workdir/config.json on first use; later runs must bring the same config (apart from
     `RESUMABLE_CHANGES`) unless `allow_changes`. Only process 0 writes."""
-    path = Path(workdir) / CONFIG_FILE
+    path = location(workdir) / CONFIG_FILE
     if path.is_file():
         saved = _with_added_keys(json.loads(path.read_text()))
         changed = [k for k in _differences(saved, config) if not k.startswith(RESUMABLE_CHANGES)]
@@ -117,7 +120,7 @@ def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix.rstrip(".")]
 
 
-def step_folder(path: Path) -> Path:
+def step_folder(path: epath.Path) -> epath.Path:
     """A workdir's latest finished checkpoint step folder; any other path as it is."""
     if (path / "checkpoints").is_dir():
         steps = sorted(int(p.name) for p in (path / "checkpoints").iterdir() if p.name.isdigit())
@@ -127,15 +130,15 @@ def step_folder(path: Path) -> Path:
     return path
 
 
-def read_stage_params(path: str | Path) -> dict[str, np.ndarray]:
+def read_stage_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """The EMO weights (trainable and frozen, by dotted path, as numpy) of a training run: a workdir (its latest
     checkpoint) or one step folder, or of an exported bundle (`emo-jax export`: its emo.safetensors, the EMA
     weights where the run kept them). Only those arrays are read, not the optimizer state."""
-    path = Path(path).absolute()
+    path = location(path)
     if (path / "emo.safetensors").is_file():
-        from safetensors.numpy import load_file
+        from safetensors.numpy import load
 
-        return load_file(path / "emo.safetensors")
+        return load((path / "emo.safetensors").read_bytes())
     step_dir = step_folder(path)
     if not (step_dir / "state").is_dir():
         raise FileNotFoundError(

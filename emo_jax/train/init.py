@@ -25,13 +25,14 @@ from emo_jax.convert.emo import emo_from_diffusers
 from emo_jax.convert.files import read_diffusers_folder, read_state_dict
 from emo_jax.convert.state_dict import ConversionError, format_keys
 from emo_jax.models.emo import EMO
+from emo_jax.paths import local_copy
 from emo_jax.train.checkpointing import read_stage_params
 
 log = logging.getLogger(__name__)
 
 
 def _read_weights(path: str) -> dict[str, np.ndarray]:
-    p = Path(path)
+    p = Path(local_copy(path))
     return read_diffusers_folder(p)[1] if p.is_dir() else read_state_dict(p)
 
 

@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
+import time
 from pathlib import Path
 
 import jax
 import numpy as np
+from etils import epath
+
+from emo_jax.paths import is_remote, location
 
 # Dense bf16 peak FLOP/s per device, by `device_kind` prefix (vendor datasheets); others report no MFU.
 PEAK_FLOPS = {
@@ -63,17 +68,28 @@ def frame_grid(truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:
 
 
 class MetricWriter:
-    """JSON lines + TensorBoard + PNG grids in `workdir`; a no-op on every process but 0."""
+    """JSON lines + TensorBoard + PNG grids in `workdir`; a no-op on every process but 0.
 
-    def __init__(self, workdir: str | Path):
-        self.workdir = Path(workdir)
+    A bucket workdir (gs://...; objects there cannot be appended to) is written through a local folder whose
+    changed files are uploaded at most every `upload_every` seconds and at `close`; a resumed run first fetches
+    the metrics.jsonl it continues.
+    """
+
+    def __init__(self, workdir: str | os.PathLike, *, upload_every: float = 60.0):
+        self.workdir = location(workdir)
         self.active = jax.process_index() == 0
-        if self.active:
-            from tensorboardX import SummaryWriter
+        if not self.active:
+            return
+        from tensorboardX import SummaryWriter
 
-            self.workdir.mkdir(parents=True, exist_ok=True)
-            self.jsonl = open(self.workdir / "metrics.jsonl", "a")
-            self.tensorboard = SummaryWriter(str(self.workdir))
+        self.remote = is_remote(workdir)
+        self.local = Path(tempfile.mkdtemp(prefix="emo-jax-logs-")) if self.remote else Path(self.workdir)
+        self.local.mkdir(parents=True, exist_ok=True)
+        if self.remote and (self.workdir / "metrics.jsonl").exists():
+            (self.workdir / "metrics.jsonl").copy(epath.Path(self.local / "metrics.jsonl"))
+        self.upload_every, self.uploaded_at, self.uploaded = upload_every, time.monotonic(), {}
+        self.jsonl = open(self.local / "metrics.jsonl", "a")
+        self.tensorboard = SummaryWriter(str(self.local))
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         if not self.active:
@@ -82,20 +98,38 @@ class MetricWriter:
         self.jsonl.flush()
         for name, value in values.items():
             self.tensorboard.add_scalar(name, value, step)
+        self._upload()
 
-    def image(self, step: int, grid: np.ndarray) -> Path | None:
-        """Writes the grid [H, W, 3] uint8 as images/step_<step>.png and to TensorBoard."""
+    def image(self, step: int, grid: np.ndarray) -> epath.Path | None:
+        """Writes the grid [H, W, 3] uint8 as images/step_<step>.png and to TensorBoard. -> its path in the
+        workdir."""
         if not self.active:
             return None
         from PIL import Image
 
-        path = self.workdir / "images" / f"step_{step:07d}.png"
-        path.parent.mkdir(exist_ok=True)
-        Image.fromarray(grid).save(path)
+        name = f"images/step_{step:07d}.png"
+        (self.local / "images").mkdir(exist_ok=True)
+        Image.fromarray(grid).save(self.local / name)
         self.tensorboard.add_image("predicted_frames", grid, step, dataformats="HWC")
-        return path
+        self._upload()
+        return self.workdir / name
+
+    def _upload(self, force: bool = False) -> None:
+        """Copies the local files changed since their last upload to a bucket workdir (every `upload_every` s)."""
+        if not self.remote or not (force or time.monotonic() - self.uploaded_at >= self.upload_every):
+            return
+        self.tensorboard.flush()
+        for file in sorted(p for p in self.local.rglob("*") if p.is_file()):
+            stamp = file.stat().st_mtime_ns, file.stat().st_size
+            if self.uploaded.get(file) != stamp:
+                target = self.workdir / file.relative_to(self.local).as_posix()
+                target.parent.mkdir(parents=True, exist_ok=True)
+                epath.Path(file).copy(target, overwrite=True)
+                self.uploaded[file] = stamp
+        self.uploaded_at = time.monotonic()
 
     def close(self) -> None:
         if self.active:
             self.jsonl.close()
             self.tensorboard.close()
+            self._upload(force=True)

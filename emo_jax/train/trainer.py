@@ -19,7 +19,6 @@ import logging
 import os
 import signal
 import time
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -32,6 +31,7 @@ from flax import nnx
 from emo_jax.build import build_emo, build_vae, vae_shapes
 from emo_jax.diffusion import loss as diffusion_loss
 from emo_jax.diffusion import schedules
+from emo_jax.paths import location
 from emo_jax.train import sharding
 from emo_jax.train.batch import Dropout, MotionAugment, Objective, to_pixels, training_inputs
 from emo_jax.train.checkpointing import Checkpoints, check_workdir_config
@@ -284,7 +284,7 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
             f.name: getattr(vae, f.name) for f in dataclasses.fields(vae) if f.name != "scaling_factor"
         }
     if config.model.get("speed") is not None and config.data.report:
-        report = Path(config.data.report)
+        report = location(config.data.report)
         if not report.is_file():
             raise FileNotFoundError(f"{report}: no preprocessing report (config.data.report)")
         buckets = json.loads(report.read_text()).get("speed_buckets")
@@ -309,7 +309,7 @@ class _Preemption:
 
 def train(
     config: ml_collections.ConfigDict,
-    workdir: str | Path,
+    workdir: str | os.PathLike,
     *,
     allow_config_change: bool = False,
     progress: bool = True,
@@ -321,7 +321,7 @@ def train(
 
     maybe_initialize_distributed()
     config = resolve_config(config)
-    workdir = Path(workdir).absolute()
+    workdir = location(workdir)
     check_workdir_config(workdir, config.to_dict(), allow_changes=allow_config_change)
     mesh = sharding.make_mesh(config.mesh.shape)
     source = dataset_source(config)
