@@ -232,15 +232,24 @@ def _with_shardings(tree, shardings):
 
 def maybe_initialize_distributed() -> None:
     """`jax.distributed.initialize()` where the environment describes several processes (a coordinator address,
-    a SLURM job of several tasks, or a multi-host TPU slice); it reads the rest from the environment."""
+    a SLURM job of several tasks, or a multi-host TPU slice). The launchers (launch/) name every process's place:
+    JAX_COORDINATOR_ADDRESS and JAX_LOCAL_DEVICE_IDS, which jax reads itself, and JAX_NUM_PROCESSES and
+    JAX_PROCESS_ID, passed on from here; what is not named, jax detects (SLURM, Cloud TPU)."""
     env = os.environ
     several = (
         env.get("JAX_COORDINATOR_ADDRESS")
         or int(env.get("SLURM_NTASKS", "1")) > 1
         or "," in env.get("TPU_WORKER_HOSTNAMES", "")
     )
-    if several and not jax.distributed.is_initialized():
-        jax.distributed.initialize()
+    if not several or jax.distributed.is_initialized():
+        return
+    named = {}
+    for argument, variable in (("num_processes", "JAX_NUM_PROCESSES"), ("process_id", "JAX_PROCESS_ID")):
+        if variable in env:
+            if not env[variable].isdigit():
+                raise ValueError(f"environment variable {variable}={env[variable]!r}: expected a whole number")
+            named[argument] = int(env[variable])
+    jax.distributed.initialize(**named)
 
 
 def dataset_source(config: ml_collections.ConfigDict):
