@@ -41,8 +41,8 @@ def batch_script(args: argparse.Namespace, stage: int) -> str:
     lines = ["#!/bin/bash"] + [f"#SBATCH --{key}={value}" for key, value in options.items() if value]
     lines += ["#SBATCH --requeue", "#SBATCH --signal=TERM@120", "set -euo pipefail", f"cd {shlex.quote(str(REPO))}"]
     lines += [
-        'first_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
-        'export JAX_COORDINATOR_ADDRESS="$first_node:$((SLURM_JOB_ID % 4096 + 61440))"',
+        'nodes=($(scontrol show hostnames "$SLURM_JOB_NODELIST"))  # no pipe into head: SIGPIPE under pipefail',
+        'export JAX_COORDINATOR_ADDRESS="${nodes[0]}:$((SLURM_JOB_ID % 4096 + 61440))"',
     ]
     task = (
         "export JAX_NUM_PROCESSES=$SLURM_NTASKS JAX_PROCESS_ID=$SLURM_PROCID JAX_LOCAL_DEVICE_IDS=$SLURM_LOCALID; "
