@@ -215,7 +215,12 @@ def _preprocess(args: argparse.Namespace) -> None:
         use_sidecar=not args.no_sidecar,
         keep_silent=args.keep_silent,
     )
-    report = preprocess_folder(args.videos, args.out, config, workers=args.workers)
+    if args.beam:
+        from emo_jax.data.preprocess import preprocess_beam
+
+        report = preprocess_beam(args.videos, args.out, config, args.pipeline_args)
+    else:
+        report = preprocess_folder(args.videos, args.out, config, workers=args.workers)
     skipped = ", ".join(f"{reason} {n}" for reason, n in sorted(report["skipped"].items())) or "none"
     print(
         f"{report['videos']} videos -> {report['done']} kept ({report['clips']} clips, {report['frames']} frames "
@@ -339,8 +344,12 @@ def build_parser() -> argparse.ArgumentParser:
     audio.set_defaults(func=_audio_features)
 
     pre = sub.add_parser("preprocess", help="videos -> face-centred clips with audio, boxes, pose and head speed")
-    pre.add_argument("--videos", required=True, help="folder of videos (any depth; mp4, mov, mkv, avi, webm)")
-    pre.add_argument("--out", required=True, help="output folder: videos/*.npz, status/*.json, report.json")
+    pre.add_argument(
+        "--videos", required=True, help="folder of videos (any depth; mp4, mov, mkv, avi, webm), or gs://..."
+    )
+    pre.add_argument(
+        "--out", required=True, help="output folder (or gs://...): videos/*.npz, status/*.json, report.json"
+    )
     pre.add_argument("--size", type=int, default=512, help="output frame size in pixels (square)")
     pre.add_argument("--fps", type=float, default=25.0, help="output frame rate")
     pre.add_argument("--clip-frames", type=int, default=125, help="frames per stored clip")
@@ -349,7 +358,13 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument(
         "--keep-silent", action="store_true", help="keep videos without audio, marked (stage 1 only; e.g. VFHQ)"
     )
-    pre.set_defaults(func=_preprocess)
+    pre.add_argument(
+        "--beam",
+        action="store_true",
+        help="run as an Apache Beam pipeline (pip extra `beam`); Beam's flags follow, e.g. --runner DataflowRunner "
+        "--project P --region R --temp_location gs://B/tmp (default DirectRunner)",
+    )
+    pre.set_defaults(func=_preprocess, pipeline_args=[])
 
     build = sub.add_parser("build-dataset", help="preprocessed clips -> TFDS dataset (array_record) for training")
     build.add_argument("--preprocessed", required=True, help="the --out folder of `emo-jax preprocess`")
@@ -370,10 +385,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args, rest = build_parser().parse_known_args(argv)
-    if rest and args.command != "train":
+    if rest and args.command == "train":
+        args.overrides = rest  # --config.a.b=value
+    elif rest and args.command == "preprocess" and args.beam:
+        args.pipeline_args = rest  # Beam's own flags: --runner, --project, ...
+    elif rest:
         build_parser().parse_args(argv)  # the usual error for unknown arguments
-    if rest:
-        args.overrides = rest
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         args.func(args)

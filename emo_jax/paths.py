@@ -6,6 +6,7 @@ gs:// needs `gcsfs` (the `gcs` extra) where TensorFlow is not installed.
 from __future__ import annotations
 
 import os
+import pathlib
 import tempfile
 
 from etils import epath
@@ -15,6 +16,12 @@ def location(path: str | os.PathLike) -> epath.Path:
     """`path` as an epath.Path: a URL as it is, a local path made absolute."""
     text = os.fspath(path)
     return epath.Path(text) if is_remote(text) else epath.Path(os.path.abspath(text))
+
+
+def as_path(path: str | os.PathLike) -> pathlib.Path | epath.Path:
+    """A pathlib.Path for a local path (as given), an epath.Path for a URL: for code that local tools (ffmpeg,
+    numpy) also read, which want real local paths."""
+    return epath.Path(os.fspath(path)) if is_remote(path) else pathlib.Path(path)
 
 
 def is_remote(path: str | os.PathLike) -> bool:

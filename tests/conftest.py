@@ -39,3 +39,14 @@ def logmel_dataset_dir(preprocessed, tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("tfds_logmel")
     build_dataset(preprocessed[1], data_dir, config="logmel")
     return data_dir
+
+
+@pytest.fixture
+def bucket():
+    """gs://bucket, in memory (tests/fake_gcs.py), emptied after the test."""
+    import fake_gcs
+    from etils import epath
+
+    fake_gcs.register()
+    yield epath.Path("gs://bucket")
+    fake_gcs.clear()

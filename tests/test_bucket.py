@@ -1,15 +1,13 @@
-"""Workdirs and inputs in a bucket (gs://), against an in-memory stand-in for GCS that, like GCS, cannot append.
+"""Workdirs and inputs in a bucket (gs://), against an in-memory stand-in for GCS (tests/fake_gcs.py).
 
 Orbax writes the checkpoints' arrays to gs:// through tensorstore's own GCS driver, which no stand-in reaches:
-that part is not tested here (see launch/README.md)."""
+that part is not tested here (see launch/README.md). The `bucket` fixture: tests/conftest.py."""
 
 import json
 
-import fsspec
 import numpy as np
 import pytest
 from etils import epath
-from fsspec.implementations.memory import MemoryFileSystem
 from tiny import stage_config
 
 from emo_jax.assets import DEMO_MODEL
@@ -17,29 +15,6 @@ from emo_jax.paths import local_copy, location
 from emo_jax.train.checkpointing import check_workdir_config, read_stage_params
 from emo_jax.train.metrics import MetricWriter
 from emo_jax.train.trainer import resolve_config
-
-
-class FakeGCS(MemoryFileSystem):
-    """What epath opens for gs:// (fsspec's 'gcs'): objects in memory, written whole, never appended to."""
-
-    protocol = ("gcs", "gs")
-    store, pseudo_dirs = {}, [""]
-
-    def __init__(self, *args, finalize_on_close: bool = False, **kwargs):
-        super().__init__(*args, **kwargs)
-
-    def _open(self, path, mode="rb", **kwargs):
-        if "a" in mode:
-            raise NotImplementedError(f"{path}: a GCS object cannot be appended to")
-        return super()._open(path, mode, **kwargs)
-
-
-@pytest.fixture
-def bucket():
-    fsspec.register_implementation("gcs", FakeGCS, clobber=True)
-    yield epath.Path("gs://bucket")
-    FakeGCS.store.clear()
-    FakeGCS.pseudo_dirs[:] = [""]
 
 
 def test_logs_reach_a_bucket_workdir_and_a_resumed_run_continues_them(bucket):

@@ -1,10 +1,12 @@
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import skimage.data
 from corpus import BROKEN, SYNTHETIC
+from etils import epath
 from PIL import Image
 
 from emo_jax.cli import main
@@ -183,3 +185,46 @@ def test_silent_videos_are_kept_for_stage_one_only_when_asked(preprocessed, tmp_
 
     assert seen(require_audio=False) == {"silent_film", "talk_a"}
     assert seen() == {"talk_a"}
+
+
+def _same_outputs(first: Path, second: Path, names: list[str]) -> None:
+    for name in names:
+        a, b = (json.loads((out / "status" / f"{name}.json").read_text()) for out in (first, second))
+        names = ("video", "id")  # where the video was, and its id there
+        assert {k: v for k, v in a.items() if k not in names} == {k: v for k, v in b.items() if k not in names}, name
+        if a["status"] == "done":
+            x, y = (preprocess.load_processed(out / "videos" / f"{name}.npz") for out in (first, second))
+            assert x["jpeg"] == y["jpeg"]
+            assert all(np.array_equal(x[k], y[k]) for k in x if k != "jpeg"), name
+
+
+def test_a_beam_pipeline_gives_the_same_videos_statuses_and_report(preprocessed, tmp_path, capsys):
+    """The corpus through `--beam` on the DirectRunner (Beam's own flags passed through: 2 worker processes)."""
+    videos, out, report = preprocessed
+    args = ["preprocess", "--videos", str(videos), "--out", str(tmp_path / "out"), "--size", "128", "--beam"]
+    main([*args, "--runner", "DirectRunner", "--direct_num_workers", "2", "--direct_running_mode", "multi_processing"])
+    assert f"{len(SYNTHETIC) + 1 + len(BROKEN)} videos -> {len(SYNTHETIC) + 1} kept" in capsys.readouterr().out
+    assert json.loads((tmp_path / "out" / "report.json").read_text()) == report
+    _same_outputs(out, tmp_path / "out", [*SYNTHETIC, "astronaut", *BROKEN])
+
+
+def test_beam_preprocessing_reads_videos_from_a_bucket_and_writes_there(preprocessed, bucket, tmp_path):
+    videos, out, _ = preprocessed
+    for name in ("talk_a", "short"):  # one kept, one skipped; each with its sidecar truth
+        for suffix in (".mp4", ".json"):
+            epath.Path(videos / f"{name}{suffix}").copy(bucket / "in" / "set" / f"{name}{suffix}")
+    report = preprocess.preprocess_beam("gs://bucket/in", "gs://bucket/out", preprocess.PreprocessConfig(size=128), [])
+    assert (report["done"], report["skipped"]) == (1, {"too short": 1})
+    assert json.loads((bucket / "out" / "report.json").read_text()) == report
+    statuses = {p.name for p in (bucket / "out" / "status").iterdir()}
+    assert statuses == {"set__talk_a.json", "set__short.json"}
+    status = json.loads((bucket / "out" / "status" / "set__talk_a.json").read_text())
+    assert status["video"] == "gs://bucket/in/set/talk_a.mp4"
+    fetched = tmp_path / "fetched"  # the bucket's results under the local run's ids
+    for kind, suffix in (("status", ".json"), ("videos", ".npz")):
+        (fetched / kind).mkdir(parents=True)
+        for name in ("talk_a", "short"):
+            if (bucket / "out" / kind / f"set__{name}{suffix}").exists():
+                source = (bucket / "out" / kind / f"set__{name}{suffix}").read_bytes()
+                (fetched / kind / f"{name}{suffix}").write_bytes(source)
+    _same_outputs(out, fetched, ["talk_a", "short"])

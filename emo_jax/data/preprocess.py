@@ -7,24 +7,30 @@ Per video, in two streaming passes over ffmpeg's output (memory stays per-frame 
 Audio is read once (16 kHz mono) and cut to the frames. A video is stored as `videos/<id>.npz` with its clip
 ranges; a video that cannot be used is skipped with one of `SKIP_REASONS`, never stopping the run. Every video
 gets `status/<id>.json`, so a re-run skips what is done (resumable), and `report.json` counts the outcomes.
+The same per-video work runs in worker processes (`preprocess_folder`) or as an Apache Beam pipeline
+(`preprocess_beam`, e.g. on Dataflow with videos and output in a bucket).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import io
 import json
 import logging
 import multiprocessing
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
+from etils import epath
 
 from emo_jax.audio.loading import SAMPLE_RATE, AudioError, load_audio
 from emo_jax.data import faces
 from emo_jax.data.video import VideoError, VideoInfo, probe, read_frames
+from emo_jax.paths import as_path, is_remote
 
 log = logging.getLogger(__name__)
 
@@ -256,25 +262,40 @@ def _encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
 
 
 def find_videos(root: str | Path) -> dict[str, Path]:
-    """Video files under `root` (by suffix, any depth) by id: the path under `root` without the suffix, '/' ->
-    '__' (`talks/a.mp4` -> `talks__a`); files that would share an id keep their suffix (`a_mp4`, `a_mov`)."""
-    root = Path(root)
+    """Video files under `root` (a folder or gs://...; by suffix, any depth) by id: the path under `root` without
+    the suffix, '/' -> '__' (`talks/a.mp4` -> `talks__a`); files that would share an id keep their suffix
+    (`a_mp4`, `a_mov`)."""
+    root = as_path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"--videos {root}: no such folder")
-    paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
-    stems = [str(p.relative_to(root).with_suffix("")).replace(os.sep, "__") for p in paths]
+    paths = sorted((p for p in _files_under(root) if p.suffix.lower() in VIDEO_SUFFIXES), key=str)
+    stems = [str(p)[len(str(root)) + 1 :].rsplit(".", 1)[0].replace("/", "__").replace(os.sep, "__") for p in paths]
     return {
         stem if stems.count(stem) == 1 else f"{stem}_{path.suffix[1:].lower()}": path
         for stem, path in zip(stems, paths)
     }
 
 
+def _files_under(folder):
+    """Every file below `folder`, any depth (by listing each folder: buckets have no recursive glob)."""
+    for child in folder.iterdir():
+        if child.is_dir():
+            yield from _files_under(child)
+        else:
+            yield child
+
+
 def process_one(path: Path, name: str, out: Path, config: PreprocessConfig) -> dict:
     """Preprocesses one video into `out` under id `name` and writes its status; the status dict is returned.
-    Never raises for a bad video: any failure becomes a skip with its reason."""
+    Never raises for a bad video: any failure becomes a skip with its reason. A video or `out` in a bucket
+    (gs://...) is worked on in a local temporary folder: the video (and its sidecar JSON) copied in, the results
+    copied out, the status last."""
+    if is_remote(path) or is_remote(out):
+        return _process_staged(epath.Path(path), name, epath.Path(out), config)
     status: dict = {"video": str(path), "id": name}
     try:
         video = preprocess_video(path, config, detector=_worker_detector())
+        (out / "videos").mkdir(parents=True, exist_ok=True)
         video.save(out / "videos" / f"{name}.npz")
         status.update(
             status="done", frames=len(video.jpeg), clips=len(video.clips), crop=list(video.crop), audio=video.has_audio
@@ -285,6 +306,23 @@ def process_one(path: Path, name: str, out: Path, config: PreprocessConfig) -> d
         log.exception("preprocessing %s failed", path)
         status.update(status="skipped", reason="error", detail=f"{type(error).__name__}: {error}")
     _write_json(out / "status" / f"{name}.json", status)
+    return status
+
+
+def _process_staged(path: epath.Path, name: str, out: epath.Path, config: PreprocessConfig) -> dict:
+    with tempfile.TemporaryDirectory(prefix="emo-jax-preprocess-") as temporary:
+        work = Path(temporary)
+        local = work / "in" / path.name
+        local.parent.mkdir()
+        for source, target in ((path, local), (path.with_suffix(".json"), local.with_suffix(".json"))):
+            if source.exists():
+                source.copy(epath.Path(target))
+        status = process_one(local, name, work / "out", config)
+        status["video"] = str(path)
+        if status["status"] == "done":
+            (out / "videos").mkdir(parents=True, exist_ok=True)
+            epath.Path(work / "out" / "videos" / f"{name}.npz").copy(out / "videos" / f"{name}.npz", overwrite=True)
+        _write_json(out / "status" / f"{name}.json", status)
     return status
 
 
@@ -299,8 +337,12 @@ def _worker_detector() -> faces.OpenCVFaceDetector:
     return _DETECTOR
 
 
-def _write_json(path: Path, value) -> None:
+def _write_json(path: Path | epath.Path, value) -> None:
+    """Atomically where local (a temporary file renamed); a bucket object appears whole anyway."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if is_remote(path):
+        path.write_text(json.dumps(value, indent=1))
+        return
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(value, indent=1))
     os.replace(tmp, path)
@@ -309,12 +351,12 @@ def _write_json(path: Path, value) -> None:
 def preprocess_folder(
     videos: str | Path, out: str | Path, config: PreprocessConfig, *, workers: int = 1, progress: bool = True
 ) -> dict:
-    """Every video under `videos` -> `out/videos/*.npz`, `out/status/*.json`, `out/report.json`; returns the
-    report. Videos with a status already are not redone. workers > 1: that many processes (spawned, not forked,
-    so a parent that has started JAX is safe)."""
+    """Every video under `videos` -> `out/videos/*.npz`, `out/status/*.json`, `out/report.json` (either folder
+    may be gs://...); returns the report. Videos with a status already are not redone. workers > 1: that many
+    processes (spawned, not forked, so a parent that has started JAX is safe)."""
     from tqdm import tqdm
 
-    root, out = Path(videos), Path(out)
+    root, out = as_path(videos), as_path(out)
     (out / "videos").mkdir(parents=True, exist_ok=True)
     videos = find_videos(root)
     todo = {name: path for name, path in videos.items() if not (out / "status" / f"{name}.json").is_file()}
@@ -338,12 +380,44 @@ def preprocess_folder(
     return report
 
 
+def preprocess_beam(videos: str, out: str, config: PreprocessConfig, pipeline_args: list[str]) -> dict:
+    """`preprocess_folder` as an Apache Beam pipeline: one element per video not done yet, each through the same
+    `process_one`, on the runner `pipeline_args` name (Beam's own flags: `--runner DataflowRunner --project P
+    --region R --temp_location gs://...`; DirectRunner without). For a corpus on many machines: `videos` and
+    `out` then live in a bucket (gs://). The report is written here once the pipeline has finished."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    out_path = as_path(out)
+    found = find_videos(videos)
+    todo = sorted(
+        (name, str(path)) for name, path in found.items() if not (out_path / "status" / f"{name}.json").exists()
+    )
+    log.info("%d videos under %s, %d already done", len(found), videos, len(found) - len(todo))
+    if todo:
+        with beam.Pipeline(options=PipelineOptions(pipeline_args)) as pipeline:
+            _ = (
+                pipeline
+                | "videos" >> beam.Create(todo)
+                | "spread" >> beam.Reshuffle()
+                | "preprocess" >> beam.Map(functools.partial(_process_element, out=str(out_path), config=config))
+            )
+    report = summarise(out_path, config)
+    _write_json(out_path / "report.json", report)
+    return report
+
+
+def _process_element(element: tuple[str, str], out: str, config: PreprocessConfig) -> dict:
+    name, path = element
+    return process_one(as_path(path), name, as_path(out), config)
+
+
 def summarise(out: Path, config: PreprocessConfig) -> dict:
     """Counts per outcome and reason over every status file, the skipped videos with details, and head-speed
     buckets measured on the kept videos (`models.conditioning.speed_buckets`, for the model config)."""
     from emo_jax.models.conditioning import speed_buckets
 
-    statuses = [json.loads(p.read_text()) for p in sorted((out / "status").glob("*.json"))]
+    statuses = [json.loads(p.read_text()) for p in sorted((out / "status").glob("*.json"), key=str)]
     done = [s for s in statuses if s["status"] == "done"]
     reasons: dict[str, int] = {}
     for s in statuses:
@@ -359,7 +433,8 @@ def summarise(out: Path, config: PreprocessConfig) -> dict:
         "clips": sum(s["clips"] for s in done),
         "skipped_videos": [{k: s[k] for k in ("video", "reason", "detail")} for s in statuses if s not in done],
     }
-    speeds = np.concatenate([np.load(out / "videos" / f"{s['id']}.npz")["speed"] for s in done] or [np.zeros(0)])
+    speeds = [np.load(io.BytesIO((out / "videos" / f"{s['id']}.npz").read_bytes()))["speed"] for s in done]
+    speeds = np.concatenate(speeds or [np.zeros(0)])
     if speeds.size >= 9:
         centres, radii = speed_buckets(speeds, 9)
         report["speed_buckets"] = {"centres": centres, "radii": radii}
