@@ -110,11 +110,12 @@ def pose_from_eyes(boxes: np.ndarray, eyes: np.ndarray) -> np.ndarray:
 
 
 def head_pose(track: FaceTrack, boxes: np.ndarray, eye_window: int, pose_window: int = 1) -> np.ndarray:
-    """[T, 3] yaw, pitch, roll: the track's own pose (smoothed over `pose_window`), or the eyes' (gaps filled,
-    smoothed over `eye_window`) read against `boxes` [T, 4], the already smoothed face boxes, so that box jitter
-    does not reach the pose, then smoothed over `pose_window`."""
+    """[T, 3] yaw, pitch, roll: the track's own pose (ground truth: gaps filled, not smoothed, since smoothing
+    only takes away the fast turns the speed label must keep), or the eyes' (gaps filled, smoothed over
+    `eye_window`) read against `boxes` [T, 4], the already smoothed face boxes, so that box jitter does not reach
+    the pose, then smoothed over `pose_window`."""
     if track.pose is not None:
-        return smooth(fill_gaps(track.pose), pose_window)
+        return fill_gaps(track.pose)
     eyes = smooth(fill_gaps(track.eyes.reshape(-1, 4)), eye_window).reshape(-1, 2, 2)
     return smooth(pose_from_eyes(boxes, eyes), pose_window)
 

@@ -49,10 +49,11 @@ class PreprocessConfig:
     several_faces_fraction: float = 0.2  # frames with another face of comparable size that make it skip
     cut_threshold: float = 40.0  # mean absolute gray difference (0-255, 64x64) between frames that is a cut
     smoothing: int = 5  # frames in the moving average of face boxes
-    # Frames in the moving averages of eye positions, pose and speed. Each pass low-passes the head motion the
-    # speed label measures: (15, 15, 15) keeps 74% of a 0.5 Hz nod's mean speed, 26% at 1 Hz, 2% at 2 Hz;
-    # (5, 1, 3) keeps 98/94/76%, but the Haar eyes are then too noisy: speed r with the truth on warped
-    # astronaut videos fell from 0.43 to 0.10. Until a steadier pose source (landmarks), the smooth setting stays.
+    # Frames in the moving averages of the detector's eye positions and pose, and of the speed label. The first
+    # two low-pass the head motion the label measures (a sidecar's true pose is not smoothed): measured with
+    # `python -m emo_jax.eval.speed_labels --detector`, (15, 15, 15) keeps 80/66/43/18% of a 0.5/1/2/3 Hz nod's
+    # mean speed with label r 0.75 against the true speed; lighter settings keep more of fast nods but the Haar
+    # eyes' noise then drops r (see README, Data). Until a steadier pose source (landmarks), this setting stays.
     eye_smoothing: int = 15
     pose_smoothing: int = 15
     speed_smoothing: int = 15

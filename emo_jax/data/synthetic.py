@@ -287,9 +287,16 @@ def write_video(video: SyntheticVideo, directory: str | Path, name: str) -> Path
 
 
 def warped_photo_video(
-    photo: np.ndarray, *, seconds: float = 3.0, fps: float = 25.0, size: int = 256, seed: int = 0
+    photo: np.ndarray,
+    *,
+    seconds: float = 3.0,
+    fps: float = 25.0,
+    size: int = 256,
+    seed: int = 0,
+    roll: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A real face that moves: `photo` [H, W, 3] rotated (roll), shifted and zoomed along smooth random curves.
+    """A real face that moves: `photo` [H, W, 3] rotated (roll), shifted and zoomed along smooth random curves
+    (`roll` [F] degrees, if given, replaces the random roll).
 
     -> frames [F, size, size, 3] uint8, roll [F] degrees (clockwise on screen positive, as `faces.pose_from_eyes`).
     For preprocessing tests with a real detector (e.g. on `skimage.data.astronaut()`).
@@ -298,6 +305,8 @@ def warped_photo_video(
 
     num_frames = int(seconds * fps)
     motion = head_motion(num_frames, fps, seed)
+    if roll is not None:
+        motion["roll"] = np.asarray(roll, np.float64)[:num_frames]
     image = Image.fromarray(photo).resize((size, size), Image.BICUBIC)
     frames = []
     for f in range(num_frames):
