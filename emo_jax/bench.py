@@ -1,4 +1,4 @@
-"""Benchmarks: `python -m emo_jax.bench {unet,audio,data,train,compile} [options]`.
+"""Benchmarks: `python -m emo_jax.bench {unet,audio,data,train,compile,sample} [options]`.
 
 unet: the jitted Flax UNet forward against diffusers' PyTorch forward;
 audio: wav2vec2 (base size, random weights) on speech-like audio against transformers' PyTorch model.
@@ -10,6 +10,8 @@ transformers are installed (the `test` extra).
 data: preprocessing (videos per minute) and the grain pipeline (clips per second) on a corpus it writes first.
 train: training steps of a config (random batches of its shapes): step time, examples/s, FLOPs and MFU.
 compile: a config's training step built abstractly and compiled for a mesh: memory and FLOPs per device.
+sample: `emo-jax sample`'s clip loop on random weights of a config: seconds per clip and per frame, and the
+compiled denoising loop's memory (`--compile-only`: from shapes alone, e.g. SD1.5 size on a small machine).
 """
 
 from __future__ import annotations
@@ -480,6 +482,70 @@ def bench_compile(args: argparse.Namespace) -> None:
     )
 
 
+def _sampling_inputs(config, clips: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, float | None]:
+    """Random inputs of a config's shapes: reference [S, S, 3] uint8, face mask [S, S, 1] (the middle half),
+    audio features [clips * F, 2m + 1, L, D] (None without audio layers), a head speed (None without speed)."""
+    rng = np.random.default_rng(0)
+    size, model = config.data.size, config.model
+    reference = rng.integers(0, 256, (size, size, 3), np.uint8)
+    mask = np.zeros((size, size, 1), np.float32)
+    mask[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 1.0
+    audio = model.get("audio")
+    features = None
+    if audio is not None:
+        shape = (clips * config.data.num_frames, audio.seq_len, audio.blocks, audio.channels)
+        features = rng.standard_normal(shape).astype(np.float32)
+    speed = float(np.median(model.speed.centres)) if model.get("speed") is not None else None
+    return reference, mask, features, speed
+
+
+def bench_sample(args: argparse.Namespace) -> None:
+    """Seconds per clip and per frame of `VideoSampler` (random weights of a config: the cost does not depend on
+    them), and the compiled denoising loop's memory (XLA's memory analysis)."""
+    from emo_jax.build import build_emo, build_vae
+    from emo_jax.config import apply_overrides, load_config
+    from emo_jax.sample.generate import SamplingSettings, VideoSampler
+
+    config = apply_overrides(load_config(args.config), args.overrides)
+    if args.dtype:
+        config.compute.dtype = args.dtype
+    config.vae.checkpoint, config.vae.random = "", True  # random weights of the config's VAE layout
+    settings = SamplingSettings.from_config(
+        config, steps=args.steps, guidance_audio=args.guidance_audio, guidance_reference=args.guidance_reference
+    )
+    model = nnx.eval_shape(lambda: build_emo(config)) if args.compile_only else build_emo(config)
+    vae = nnx.eval_shape(lambda: build_vae(config)) if args.compile_only else build_vae(config)
+    sampler = VideoSampler(model, vae, config, settings)
+    f, size, device = config.data.num_frames, config.data.size, jax.devices()[0]
+    print(
+        f"sample, {args.config} ({config.compute.dtype}): {f}-frame clips at {size}px, {settings.sampler} "
+        f"{settings.steps} steps, {len(sampler.branches)} guidance branches per step, on {device.device_kind}"
+    )
+    inputs = _sampling_inputs(config, args.clips)
+    if not args.compile_only:
+        ends = [time.perf_counter()]
+        on_clip = lambda _: ends.append(time.perf_counter())
+        for _ in sampler.frames(*inputs, total_frames=args.clips * f, on_clip=on_clip):
+            pass
+        per_clip = np.diff(ends)
+        steady = statistics.median(per_clip[1:]) if len(per_clip) > 1 else per_clip[0]
+        print(
+            f"  first clip {per_clip[0]:.2f} s (with compiling); then {steady:.2f} s per clip, {steady / f:.3f} s per "
+            f"frame (median of {max(len(per_clip) - 1, 1)} clips)"
+        )
+    start = time.perf_counter()
+    compiled = sampler.compile_loop(*inputs)
+    took = f" in {time.perf_counter() - start:.0f} s" if args.compile_only else ""
+    print(f"  denoising loop of one clip compiled{took}: {_memory_line(compiled)}")
+
+
+def _memory_line(compiled) -> str:
+    memory, gib = compiled.memory_analysis(), 2**30
+    sizes = {k: getattr(memory, f"{k}_size_in_bytes", 0) for k in ("argument", "output", "temp", "alias")}
+    total = sizes["argument"] + sizes["output"] + sizes["temp"] - sizes["alias"]
+    return "memory " + ", ".join(f"{k} {v / gib:.2f}" for k, v in sizes.items()) + f", peak ~{total / gib:.2f} GiB"
+
+
 def _side_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of one fresh process per side, alternating")
     parser.add_argument("--profile", action="store_true", help="also op time by kind on each side (bench_profile)")
@@ -527,6 +593,22 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--workdir", help="folder for the corpus (default: a new temporary folder)")
     data.set_defaults(func=bench_data)
 
+    sample = sub.add_parser(
+        "sample",
+        help="sampling: seconds per clip and per frame, loop memory",
+        description="Config entries: --config.a.b=value.",
+    )
+    sample.add_argument("--config", default="tiny", help="config file[:arg] (default: tiny; configs/stage3.py: SD1.5)")
+    sample.add_argument("--steps", type=int, default=40)
+    sample.add_argument("--guidance-audio", type=float, default=3.5)
+    sample.add_argument("--guidance-reference", type=float, default=3.5)
+    sample.add_argument("--clips", type=int, default=3, help="clips generated (the first one includes compiling)")
+    sample.add_argument("--dtype", choices=["float32", "bfloat16"], help="compute dtype (default: the config's)")
+    sample.add_argument(
+        "--compile-only", action="store_true", help="compile the denoising loop from shapes alone: memory, no run"
+    )
+    sample.set_defaults(func=bench_sample, overrides=[])
+
     for name, func, what in (
         ("train", bench_train, "training steps of a config: time, examples/s, MFU"),
         ("compile", bench_compile, "a config's training step compiled abstractly: memory and FLOPs per device"),
@@ -545,7 +627,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args, rest = build_parser().parse_known_args(argv)
-    if rest and args.bench not in ("train", "compile"):
+    if rest and args.bench not in ("train", "compile", "sample"):
         build_parser().parse_args(argv)  # the usual error for unknown arguments
     if rest:
         args.overrides = rest

@@ -183,3 +183,16 @@ def test_benchmarks_run_and_agree_with_pytorch(argv, capsys):
     assert float(out.rsplit("relative error JAX vs PyTorch: ", 1)[1].split()[0]) < 1e-5
     if "--profile" in argv:  # both sides' op time by kind, the sample gradients compared above
         assert "| convolution |" in out and "| busy cores |" in out
+
+
+def test_the_sampling_benchmark_times_clips_and_reports_the_loops_memory(capsys):
+    from emo_jax import bench
+
+    bench.main(["sample", "--steps", "1", "--clips", "2"])
+    out = capsys.readouterr().out
+    per_frame = float(out.split(" s per frame")[0].rsplit(", ", 1)[1])
+    peak = float(out.split("peak ~")[1].split(" GiB")[0])
+    assert "4-frame clips at 64px" in out and per_frame > 0 and peak > 0
+    bench.main(["sample", "--steps", "1", "--compile-only"])  # shapes alone: no clip is made
+    out = capsys.readouterr().out
+    assert "per frame" not in out and float(out.split("peak ~")[1].split(" GiB")[0]) == peak

@@ -174,6 +174,25 @@ class VideoSampler:
             out.append(np.clip((pixels + 1.0) * 127.5, 0, 255).round().astype(np.uint8))
         return np.concatenate(out)
 
+    def compile_loop(
+        self, reference: np.ndarray, face_mask: np.ndarray, audio_features: np.ndarray | None, speed: float | None
+    ):
+        """The denoising loop of one clip compiled for `frames`' inputs of these shapes, from shapes alone (the
+        weights may be abstract, `nnx.eval_shape`): XLA's executable, e.g. for its `memory_analysis()`."""
+        shape = lambda *dims: jax.ShapeDtypeStruct(dims, jnp.float32)
+        to_latent = lambda state, pixels: self._encode_latents(state, pixels) * self.scale
+        ref_latent = jax.eval_shape(to_latent, self._state, shape(1, *reference.shape))
+        ref_features = jax.eval_shape(self._reference, self._state, ref_latent)
+        motion = None
+        if self.temporal and self.num_motion:
+            latents = shape(1, self.num_motion, *ref_latent.shape[1:])
+            motion = jax.eval_shape(self._motion, self._state, latents, shape(1))
+        audio = None if audio_features is None else shape(1, self.num_frames, *audio_features.shape[1:])
+        speeds = None if speed is None else shape(1, self.num_frames)
+        key = jax.eval_shape(lambda: jax.random.key(0))
+        mask = shape(1, *face_mask.shape)
+        return self._denoise.lower(self._state, ref_features, ref_latent, motion, mask, audio, speeds, key).compile()
+
     def num_clips(self, total_frames: int) -> int:
         return -(-total_frames // self.num_frames)
 
