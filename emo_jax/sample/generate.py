@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from emo_jax.build import compute_of
 from emo_jax.diffusion import guidance, samplers, schedules
 from emo_jax.models import AutoencoderKL
 from emo_jax.models.emo import EMO
@@ -96,6 +97,22 @@ class Progress:
             cls.step()
 
 
+def kernels_in(dtype, state: nnx.State) -> nnx.State:
+    """The conv and dense kernels of `state` stored in `dtype` where it is narrower than theirs: those layers cast
+    kernels to their compute dtype at every use, so sampling gives the same frames from half the weight memory.
+    Biases and norm parameters stay as they are (arrays or, for abstract models, ShapeDtypeStructs)."""
+    dtype = jnp.dtype(dtype)
+
+    def cast(path, x):
+        if path[-2:] != (jax.tree_util.DictKey("kernel"), jax.tree_util.GetAttrKey("value")):
+            return x
+        if jnp.dtype(x.dtype).itemsize <= dtype.itemsize:
+            return x
+        return jax.ShapeDtypeStruct(x.shape, dtype) if isinstance(x, jax.ShapeDtypeStruct) else x.astype(dtype)
+
+    return jax.tree_util.tree_map_with_path(cast, state)
+
+
 class VideoSampler:
     """`frames(...)` yields a video's frames [S, S, 3] uint8; one compile per clip shape and settings."""
 
@@ -110,6 +127,7 @@ class VideoSampler:
         self.scale = vae.config.scaling_factor
         self.prediction_type = config.model.prediction_type
         graph, state = nnx.split((model, vae))
+        state = kernels_in(compute_of(config).dtype, state)
         self._encode_latents = jax.jit(lambda state, pixels: self._merge(graph, state)[1].encode(pixels).mean)
         self._decode = jax.jit(lambda state, latents: self._merge(graph, state)[1].decode(latents))
         self._reference = jax.jit(lambda state, latent: self._merge(graph, state)[0].encode_reference(latent))
