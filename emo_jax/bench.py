@@ -1,6 +1,7 @@
-"""Benchmarks: `python -m emo_jax.bench {unet,audio,data,train,compile,sample} [options]`.
+"""Benchmarks: `python -m emo_jax.bench {unet,motion,audio,data,train,compile,sample} [options]`.
 
-unet: the jitted Flax UNet forward against diffusers' PyTorch forward;
+unet: the jitted Flax UNet forward against diffusers' PyTorch forward (`UNet2DConditionModel`);
+motion: the same for the video UNet with AnimateDiff motion modules (`UNetMotionModel`, `--frames`);
 audio: wav2vec2 (base size, random weights) on speech-like audio against transformers' PyTorch model.
 Same config, weights and inputs on both sides. Each side runs in its own process, `--rounds` times, alternating
 which goes first: warm-up calls, then the median of `--repeats` timed calls, with the machine's load during them
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
+import inspect
 import itertools
 import json
 import os
@@ -37,7 +39,7 @@ from flax import nnx
 
 from emo_jax.bench_machine import OTHERS_WARN_SHARE, Load, LoadMeter
 from emo_jax.bench_profile import KIND_HELP, Breakdown, table, torch_breakdown, xla_breakdown
-from emo_jax.models import Compute, UNet, UNetConfig, param_counts
+from emo_jax.models import Compute, MotionConfig, UNet, UNetConfig, param_counts
 from emo_jax.models.layers import ATTENTION_IMPLEMENTATIONS
 
 
@@ -163,12 +165,15 @@ def _unet_config(args: argparse.Namespace) -> UNetConfig:
         attention_head_dim=args.heads,
         cross_attention_dim=args.cross_dim,
         norm_num_groups=32,
+        motion=MotionConfig(motion_num_attention_heads=args.heads) if args.bench == "motion" else None,
     )
 
 
 def _unet_inputs(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """sample [B, H, W, 4] (or [B, F, H, W, 4] for `motion`), timesteps [B], context [B, tokens, dim]."""
     rng = np.random.default_rng(0)
-    sample = rng.standard_normal((args.batch, args.size, args.size, 4), dtype=np.float32)
+    frames = (args.frames,) if args.bench == "motion" else ()
+    sample = rng.standard_normal((args.batch, *frames, args.size, args.size, 4), dtype=np.float32)
     timesteps = rng.integers(0, 1000, size=args.batch)
     context = rng.standard_normal((args.batch, args.tokens, args.cross_dim), dtype=np.float32)
     return sample, timesteps, context
@@ -179,9 +184,35 @@ def _cotangent(sample: np.ndarray) -> np.ndarray:
     return np.random.default_rng(1).standard_normal(sample.shape, dtype=np.float32)
 
 
-def _nhwc(tensor) -> np.ndarray:
-    """A PyTorch [B, C, H, W] result as our [B, H, W, C] array."""
-    return tensor.detach().numpy().transpose(0, 2, 3, 1)
+def _channels_last(tensor) -> np.ndarray:
+    """A PyTorch [B, C, ...] result as our [B, ..., C] array."""
+    return np.moveaxis(tensor.detach().numpy(), 1, -1)
+
+
+def _channels_first(array: np.ndarray):
+    """Our [B, ..., C] array as a PyTorch [B, C, ...] tensor."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(np.moveaxis(array, -1, 1)))
+
+
+def _peer_unet(config: UNetConfig, weights: dict[str, np.ndarray] | None = None):
+    """diffusers' twin of `config` (`UNet2DConditionModel`, or `UNetMotionModel` with motion modules), with
+    `weights`, or at its random initialisation with the motion modules' zero output projections made random."""
+    import torch
+    from diffusers import UNet2DConditionModel, UNetMotionModel
+
+    peer_class = UNet2DConditionModel if config.motion is None else UNetMotionModel
+    accepted = inspect.signature(peer_class.__init__).parameters  # not EMO's own keys (all off here)
+    peer = peer_class.from_config({k: v for k, v in config.to_diffusers().items() if k in accepted})
+    if weights is not None:
+        peer.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+        return peer.eval()
+    with torch.no_grad():
+        for name, param in peer.named_parameters():
+            if "motion_modules" in name and "proj_out" in name:
+                param.normal_(0, 0.02, generator=torch.Generator().manual_seed(0))
+    return peer.eval()
 
 
 def _weights(workdir: Path) -> dict[str, np.ndarray] | None:
@@ -208,15 +239,14 @@ def bench_unet(args: argparse.Namespace) -> None:
     sample, timesteps, context = _unet_inputs(args)
     if args.side == "torch":
         import torch
-        from diffusers import UNet2DConditionModel
 
         threads = _torch_threads()
-        peer = UNet2DConditionModel(**config.to_diffusers()).eval()
-        peer.load_state_dict({k: torch.from_numpy(v) for k, v in _weights(Path(args.workdir)).items()})
-        x = torch.from_numpy(sample.transpose(0, 3, 1, 2).copy())
-        t, c = torch.from_numpy(timesteps), torch.from_numpy(context)
+        peer = _peer_unet(config, _weights(Path(args.workdir)))
+        x, t = _channels_first(sample), torch.from_numpy(timesteps)
+        per_frame = args.frames if config.motion is not None else 1  # diffusers' video pipelines repeat it per frame
+        c = torch.from_numpy(np.repeat(context, per_frame, axis=0))
         if args.backward:  # d(sum(output * cotangent)) / d(params, sample); the sample's gradient is compared
-            cotangent = torch.from_numpy(_cotangent(sample).transpose(0, 3, 1, 2).copy())
+            cotangent = _channels_first(_cotangent(sample))
             x.requires_grad_(True)
 
             def call():
@@ -225,11 +255,11 @@ def bench_unet(args: argparse.Namespace) -> None:
                 (peer(x, t, c).sample * cotangent).sum().backward()
                 return x.grad
 
-            _timed_side(call, _nhwc, threads, args, lambda: torch_breakdown(call))
+            _timed_side(call, _channels_last, threads, args, lambda: torch_breakdown(call))
             return
         with torch.inference_mode():
             call = lambda: peer(x, t, c).sample  # noqa: E731
-            _timed_side(call, _nhwc, threads, args, lambda: torch_breakdown(call))
+            _timed_side(call, _channels_last, threads, args, lambda: torch_breakdown(call))
         return
     compute = Compute(dtype=jnp.dtype(args.dtype), attention=args.attention)
     if args.side == "jax":
@@ -264,17 +294,17 @@ def bench_unet(args: argparse.Namespace) -> None:
         if not peers_installed("torch", "diffusers"):
             return ["jax"]
         import torch
-        from diffusers import UNet2DConditionModel
 
         torch.manual_seed(0)
-        peer = UNet2DConditionModel(**config.to_diffusers())
+        peer = _peer_unet(config)
         np.savez(workdir / "weights.npz", **{k: v.numpy() for k, v in peer.state_dict().items()})
         return ["jax", "torch"]
 
     model = nnx.eval_shape(lambda: UNet(config, compute=compute, rngs=nnx.Rngs(0)))
+    kind = "UNet" if config.motion is None else f"video UNet with motion modules, {args.frames} frames,"
     print(
-        f"UNet {list(config.block_out_channels)}, {args.layers} layers/block, {args.heads} heads, "
-        f"{sum(param_counts(model).values()) / 1e6:.1f} M params; input [{args.batch}, {args.size}, {args.size}, 4], "
+        f"{kind} {list(config.block_out_channels)}, {args.layers} layers/block, {args.heads} heads, "
+        f"{sum(param_counts(model).values()) / 1e6:.1f} M params; input {list(sample.shape)}, "
         f"context [{args.batch}, {args.tokens}, {args.cross_dim}]; JAX {args.dtype}, {args.attention} attention; "
         + ("forward + backward (parameter and sample gradients)" if args.backward else "forward")
     )
@@ -554,10 +584,7 @@ def _side_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--result", help=argparse.SUPPRESS)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m emo_jax.bench", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="bench", required=True)
-    unet = sub.add_parser("unet", help="UNet forward (or forward + backward), JAX vs PyTorch")
+def _unet_parser(unet: argparse.ArgumentParser) -> None:
     unet.add_argument("--channels", default="64,128,256", help="block_out_channels, comma-separated")
     unet.add_argument("--layers", type=int, default=2, help="layers per block")
     unet.add_argument("--heads", type=int, default=8)
@@ -570,8 +597,19 @@ def build_parser() -> argparse.ArgumentParser:
     unet.add_argument("--backward", action="store_true", help="forward + backward (parameter and sample gradients)")
     unet.add_argument("--warmup", type=int, default=2)
     unet.add_argument("--repeats", type=int, default=10)
+    unet.add_argument("--frames", type=int, default=8, help="frames per video (motion)")
     _side_flags(unet)
     unet.set_defaults(func=bench_unet)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m emo_jax.bench", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="bench", required=True)
+    for name, what in (
+        ("unet", "SD-layout UNet forward (or forward + backward), JAX vs diffusers' UNet2DConditionModel"),
+        ("motion", "video UNet with AnimateDiff motion modules, JAX vs diffusers' UNetMotionModel"),
+    ):
+        _unet_parser(sub.add_parser(name, help=what))
 
     audio = sub.add_parser("audio", help="wav2vec2-base forward, JAX vs PyTorch")
     audio.add_argument("--seconds", type=float, default=10.0, help="audio length")

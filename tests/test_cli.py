@@ -170,8 +170,10 @@ def test_info_counts_parameters_per_part(capsys):
             "--backward",
             "--profile",
         ],
+        ["motion", "--channels", "32,32", "--size", "8", "--batch", "1", "--tokens", "4", "--cross-dim", "32"]
+        + ["--frames", "4", "--backward"],
     ],
-    ids=["unet", "audio", "unet-backward-profile"],
+    ids=["unet", "audio", "unet-backward-profile", "motion-backward"],
 )
 def test_benchmarks_run_and_agree_with_pytorch(argv, capsys):
     from emo_jax import bench
