@@ -25,11 +25,38 @@ def _qkv(t, s, seed=0):
     return q, k, v
 
 
-@pytest.mark.parametrize("implementation", ["auto", "xla", "cudnn", "chunked"])
+@pytest.mark.parametrize("implementation", ["auto", "xla", "chunked", "cudnn"])
 def test_implementations_agree_with_reference(implementation):
+    """cuDNN only on a GPU; splash (whose lengths must be multiples of 128) has its own test below."""
+    if implementation == "cudnn" and jax.default_backend() != "gpu":
+        pytest.skip("cuDNN attention needs a GPU (elsewhere it falls back to XLA: nothing of cuDNN to test)")
     q, k, v = _qkv(100, 37)
     out = dot_product_attention(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), implementation=implementation)
     np.testing.assert_allclose(out, reference_attention(q, k, v), atol=2e-6)
+
+
+def test_splash_attention_over_several_blocks_and_its_gradients_equal_xla():
+    """TPU's Pallas kernel, here in Pallas' interpret mode (no TPU): the same numbers and gradients."""
+    from emo_jax.models.attention import splash_attention
+
+    q, k, v = (jnp.asarray(a) for a in _qkv(256, 384, seed=4))  # 2 query blocks x 3 key blocks of 128
+    np.testing.assert_allclose(splash_attention(q, k, v), reference_attention(q, k, v), atol=2e-6)
+    cotangent = jnp.asarray(np.random.default_rng(5).standard_normal(q.shape, dtype=np.float32))
+
+    def grads(attention):
+        return jax.grad(lambda q, k, v: jnp.sum(attention(q, k, v) * cotangent), argnums=(0, 1, 2))(q, k, v)
+
+    xla = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, implementation="xla")  # noqa: E731
+    for got, want in zip(grads(splash_attention), grads(xla), strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_splash_falls_back_to_xla_for_lengths_it_cannot_block(caplog):
+    q, k, v = _qkv(256, 37, seed=6)  # 37 keys (e.g. audio tokens): not a multiple of 128
+    with caplog.at_level("WARNING"):
+        out = dot_product_attention(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), implementation="splash")
+    np.testing.assert_allclose(out, reference_attention(q, k, v), atol=2e-6)
+    assert "37 keys (splash needs a multiple of 128)" in caplog.text
 
 
 @pytest.mark.parametrize("chunk", [16, 32, 64, 100, 128])

@@ -81,19 +81,65 @@ def chunked_attention(query: jax.Array, key: jax.Array, value: jax.Array, *, chu
     return _heads_first(out)
 
 
-def _resolve(implementation: str, query: jax.Array) -> str:
+_SPLASH_BLOCK = 128  # splash attention's query and key blocks (its default; key blocks must be lane multiples)
+
+
+def _splash_unsupported_reason(query: jax.Array, key: jax.Array) -> str | None:
+    for name, length in (("queries", query.shape[1]), ("keys", key.shape[1])):
+        if length % _SPLASH_BLOCK:
+            return f"{length} {name} (splash needs a multiple of {_SPLASH_BLOCK})"
+    return None
+
+
+def splash_attention(query: jax.Array, key: jax.Array, value: jax.Array) -> jax.Array:
+    """TPU splash attention (`jax.experimental.pallas.ops.tpu.splash_attention`, a Pallas kernel with its own
+    backward), no mask, per batch element. Off a TPU it runs in Pallas' interpret mode: the same numbers, slowly
+    (for tests). Lengths: multiples of 128 (SD1.5 at 512 px: the 64, 32 and 16 px levels' spatial attention; not
+    the 8 px level, temporal or audio attention, which `dot_product_attention` gives to XLA).
+    [B, T, N, D], [B, S, N, D] -> [B, T, N, D]."""
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as masks
+
+    heads, dim, length, keys = query.shape[2], query.shape[3], query.shape[1], key.shape[1]
+    b = _SPLASH_BLOCK
+    blocks = splash.BlockSizes(
+        block_q=b,
+        block_kv=b,
+        block_kv_compute=b,
+        block_q_dkv=b,
+        block_kv_dkv=b,
+        block_kv_dkv_compute=b,
+        block_q_dq=b,
+        block_kv_dq=b,
+    )
+    kernel = splash.make_splash_mha(
+        masks.MultiHeadMask([masks.FullMask((length, keys))] * heads),
+        block_sizes=blocks,
+        head_shards=1,
+        q_seq_shards=1,
+        interpret=jax.default_backend() != "tpu",
+    )
+    out = jax.vmap(kernel)(_heads_first(query * dim**-0.5), _heads_first(key), _heads_first(value))
+    return _heads_first(out)
+
+
+def _fall_back(reason: str, what: str) -> str:
+    if reason not in _warned_fallbacks:
+        _warned_fallbacks.add(reason)
+        log.warning("%s attention unavailable (%s); using XLA attention", what, reason)
+    return "xla"
+
+
+def _resolve(implementation: str, query: jax.Array, key: jax.Array) -> str:
     if implementation == "auto":
         backend = jax.default_backend()
         if backend == "cpu":
             return "chunked"
         return "cudnn" if backend == "gpu" and _cudnn_unsupported_reason(query) is None else "xla"
-    if implementation == "cudnn":
-        reason = _cudnn_unsupported_reason(query)
-        if reason is not None:
-            if reason not in _warned_fallbacks:
-                _warned_fallbacks.add(reason)
-                log.warning("cuDNN attention unavailable (%s); using XLA attention", reason)
-            return "xla"
+    if implementation == "cudnn" and (reason := _cudnn_unsupported_reason(query)) is not None:
+        return _fall_back(reason, "cuDNN")
+    if implementation == "splash" and (reason := _splash_unsupported_reason(query, key)) is not None:
+        return _fall_back(reason, "splash")
     return implementation
 
 
@@ -107,11 +153,15 @@ def dot_product_attention(
       'xla'     `jax.nn.dot_product_attention` (materialises all logits);
       'cudnn'   its fused cuDNN kernel, falling back to 'xla' where cuDNN cannot run the call (logged once);
       'chunked' `chunked_attention` (query blocks; the fast choice on CPU);
+      'splash'  `splash_attention` (TPU's Pallas kernel; interpreted elsewhere), falling back to 'xla' for
+                lengths that are not multiples of 128 (logged once);
       'auto'    'chunked' on CPU, 'cudnn' on GPU where it can run, else 'xla'.
     """
-    implementation = _resolve(implementation, query)
+    implementation = _resolve(implementation, query, key)
     if implementation == "chunked":
         return chunked_attention(query, key, value)
+    if implementation == "splash":
+        return splash_attention(query, key, value)
     return jax.nn.dot_product_attention(query, key, value, implementation=implementation)
 
 
