@@ -1,4 +1,4 @@
-"""Benchmarks: `python -m emo_jax.bench {unet,motion,audio,data,train,compile,sample} [options]`.
+"""Benchmarks: `python -m emo_jax.bench {unet,motion,audio,data,train,backbone,compile,sample} [options]`.
 
 unet: the jitted Flax UNet forward against diffusers' PyTorch forward (`UNet2DConditionModel`);
 motion: the same for the video UNet with AnimateDiff motion modules (`UNetMotionModel`, `--frames`);
@@ -10,6 +10,7 @@ first and a warning comes last when other processes were busy. PyTorch is timed 
 transformers are installed (the `test` extra).
 data: preprocessing (videos per minute) and the grain pipeline (clips per second) on a corpus it writes first.
 train: training steps of a config (random batches of its shapes): step time, examples/s, FLOPs and MFU.
+backbone: the EMO model call inside that step (ReferenceNet + backbone), forward and forward + backward, with MFU.
 compile: a config's training step built abstractly and compiled for a mesh: memory and FLOPs per device.
 sample: `emo-jax sample`'s clip loop on random weights of a config: seconds per clip and per frame, and the
 compiled denoising loop's memory (`--compile-only`: from shapes alone, e.g. SD1.5 size on a small machine).
@@ -484,6 +485,50 @@ def bench_train(args: argparse.Namespace) -> None:
     )
 
 
+def bench_backbone(args: argparse.Namespace) -> None:
+    """The EMO model call of a training step (ReferenceNet on the reference and motion frames, the backbone with
+    audio, temporal and speed layers) on a config's batch: forward, and forward + backward (the trainable
+    parameters' gradients), each with XLA's FLOP count and MFU. The VAE encoding and the optimizer are left out
+    (`bench train` times the whole step)."""
+    from emo_jax.train import sharding
+    from emo_jax.train.batch import Dropout, MotionAugment, example_batch, training_inputs
+    from emo_jax.train.metrics import peak_flops
+    from emo_jax.train.trainer import step_flops
+
+    config, mesh, trainer = _trainer(args)
+    state, frozen, _ = trainer.initial_state()
+    batch = sharding.global_batch(example_batch(config), mesh)
+    vae = nnx.merge(trainer.vae_graphdef, trainer.vae.state(frozen["vae"]))
+    encode = jax.jit(lambda batch, key: training_inputs(vae, batch, key, trainer.objective, Dropout(), MotionAugment()))
+    inputs, _ = encode(batch, jax.random.key(0))
+    call = lambda trainable, inputs: trainer.model(trainable, frozen["emo"])(**inputs)  # noqa: E731
+    cotangent = jax.tree.map(lambda x: jnp.ones(x.shape, x.dtype), jax.eval_shape(call, state["trainable"], inputs))
+    loss = lambda trainable, inputs: jnp.sum(call(trainable, inputs) * cotangent, dtype=jnp.float32)  # noqa: E731
+    device = jax.devices()[0]
+    peak, source = peak_flops(device), "datasheet"
+    if peak is None:
+        peak, source = matmul_peak_flops(), "measured fp32 matmul"
+    d = config.data
+    print(
+        f"EMO model call, {args.config} ({config.compute.dtype}, remat {config.compute.remat}): batch "
+        f"{d.batch_size} x {d.num_frames}+{d.num_motion_frames} frames at {d.size}px on {mesh.devices.size} x "
+        f"{device.device_kind}; peak {peak / 1e9:.0f} GFLOP/s ({source})"
+    )
+    for name, function in (("forward", call), ("forward + backward", jax.grad(loss))):
+        start = time.perf_counter()
+        compiled = jax.jit(function).lower(state["trainable"], inputs).compile()
+        compile_s, flops = time.perf_counter() - start, step_flops(compiled)
+        seconds = median_seconds(
+            lambda: jax.block_until_ready(compiled(state["trainable"], inputs)),
+            warmup=args.warmup,
+            repeats=args.repeats,
+        )
+        print(
+            f"  {name}: {seconds * 1e3:.0f} ms (median of {args.repeats}; compiled in {compile_s:.1f} s), "
+            f"{flops / 1e9:.1f} GFLOP per device: {flops / seconds / 1e9:.1f} GFLOP/s, MFU {flops / seconds / peak:.1%}"
+        )
+
+
 def bench_compile(args: argparse.Namespace) -> None:
     from emo_jax.train.batch import example_batch
     from emo_jax.train.trainer import step_flops
@@ -649,6 +694,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, func, what in (
         ("train", bench_train, "training steps of a config: time, examples/s, MFU"),
+        ("backbone", bench_backbone, "the EMO model call of a training step: forward and backward, FLOPs, MFU"),
         ("compile", bench_compile, "a config's training step compiled abstractly: memory and FLOPs per device"),
     ):
         p = sub.add_parser(name, help=what, description="Config entries: --config.a.b=value.")
@@ -665,7 +711,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args, rest = build_parser().parse_known_args(argv)
-    if rest and args.bench not in ("train", "compile", "sample"):
+    if rest and args.bench not in ("train", "backbone", "compile", "sample"):
         build_parser().parse_args(argv)  # the usual error for unknown arguments
     if rest:
         args.overrides = rest

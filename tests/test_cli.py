@@ -198,3 +198,16 @@ def test_the_sampling_benchmark_times_clips_and_reports_the_loops_memory(capsys)
     bench.main(["sample", "--steps", "1", "--compile-only"])  # shapes alone: no clip is made
     out = capsys.readouterr().out
     assert "per frame" not in out and float(out.split("peak ~")[1].split(" GiB")[0]) == peak
+
+
+@pytest.mark.slow
+def test_the_backbone_benchmark_counts_flops_of_both_passes(capsys):
+    from emo_jax import bench
+
+    bench.main(["backbone", "--config", "configs/stage2.py:tiny", "--warmup", "0", "--repeats", "1"])
+    out = capsys.readouterr().out
+    gflop = {
+        name: float(out.split(f"  {name}: ")[1].split(" GFLOP per device")[0].rsplit(", ", 1)[1])
+        for name in ("forward", "forward + backward")
+    }
+    assert 0 < gflop["forward"] < gflop["forward + backward"] and "MFU" in out
