@@ -14,6 +14,7 @@ backbone: the EMO model call inside that step (ReferenceNet + backbone), forward
 compile: a config's training step built abstractly and compiled for a mesh: memory and FLOPs per device.
 sample: `emo-jax sample`'s clip loop on random weights of a config: seconds per clip and per frame, and the
 compiled denoising loop's memory (`--compile-only`: from shapes alone, e.g. SD1.5 size on a small machine).
+Each ends with a table of its figures (`Results`); `--json FILE` writes them with the command and the machine.
 """
 
 from __future__ import annotations
@@ -53,6 +54,28 @@ def median_seconds(fn: Callable[[], object], *, warmup: int, repeats: int) -> fl
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+@dataclasses.dataclass
+class Results:
+    """What a benchmark measured, one row per figure: printed as a table at the end, and with `--json FILE`
+    written there with the command and the machine."""
+
+    rows: list[dict] = dataclasses.field(default_factory=list)
+
+    def add(self, what: str, value: float, unit: str) -> None:
+        self.rows.append({"what": what, "value": float(value), "unit": unit})
+
+    def table(self) -> str:
+        lines = ["| measured | value | unit |", "|---|---|---|"]
+        return "\n".join(lines + [f"| {r['what']} | {r['value']:.4g} | {r['unit']} |" for r in self.rows])
+
+    def write(self, path: str, argv: list[str]) -> None:
+        from emo_jax.bench_machine import cpu_description
+
+        machine = {"cpu": cpu_description(), "backend": jax.default_backend(), "device": jax.devices()[0].device_kind}
+        record = {"command": ["python", "-m", "emo_jax.bench", *argv], "machine": machine, "results": self.rows}
+        Path(path).write_text(json.dumps(record, indent=1) + "\n")
 
 
 def peers_installed(*modules: str) -> bool:
@@ -138,12 +161,15 @@ def compare(args: argparse.Namespace, argv: list[str], speed: Callable[[float], 
     medians = {side: statistics.median(r.seconds for r in rs) for side, rs in runs.items()}
     for side, seconds in medians.items():
         print(f"  {side:<7} median over {args.rounds} rounds: {speed(seconds)}")
+        args.results.add(f"{side} time per call (median of rounds)", seconds, "s")
     if "torch" in runs:
         from emo_jax.convert.verify import relative_error
 
         print(f"  PyTorch / JAX time: {medians['torch'] / medians['jax']:.2f}x  (> 1: JAX faster)")
         error = relative_error(runs["jax"][0].output, runs["torch"][0].output)
         print(f"  relative error JAX vs PyTorch: {error:.2e}")
+        args.results.add("PyTorch / JAX time", medians["torch"] / medians["jax"], "x")
+        args.results.add("relative error JAX vs PyTorch", error, "")
     profiles = {side: rs[-1].profile for side, rs in runs.items() if rs[-1].profile is not None}
     if profiles:
         print(f"op time per call by kind (last round; {', '.join(f'{k}: {v}' for k, v in KIND_HELP.items())}):")
@@ -394,6 +420,7 @@ def bench_data(args: argparse.Namespace) -> None:
             f"preprocess ({kind:>8}) -> {args.size}px: {args.videos} videos in {seconds:.1f} s = "
             f"{args.videos / seconds * 60:.1f} videos/min ({args.videos * args.seconds / seconds:.2f} s of video per s)"
         )
+        args.results.add(f"preprocess ({kind}) at {args.size}px", args.videos / seconds * 60, "videos/min")
     assert report["done"] == 2 * args.videos, report["skipped_videos"]
     build_dataset(root / f"out_{args.size}", root / f"tfds_{args.size}")
     source = data_source(str(root / f"tfds_{args.size}"))
@@ -412,6 +439,7 @@ def bench_data(args: argparse.Namespace) -> None:
             f"pipeline {frames}+{motion} frames at {args.size}px, batch {args.batch}, {workers} workers: "
             f"{clips:.1f} clips/s ({clips * (frames + motion + 1):.0f} decoded JPEG frames/s)"
         )
+        args.results.add(f"pipeline {frames}+{motion} frames, {workers} workers", clips, "clips/s")
         del iterator  # stop its worker processes now
 
 
@@ -483,6 +511,9 @@ def bench_train(args: argparse.Namespace) -> None:
         f"  {flops / 1e9:.1f} GFLOP per step per device (XLA cost analysis): {flops / seconds / 1e9:.1f} GFLOP/s; "
         f"peak {peak / 1e9:.0f} GFLOP/s ({source}): MFU {flops / seconds / peak:.1%}"
     )
+    args.results.add("train step (median)", seconds, "s")
+    args.results.add("examples per second", d.batch_size / seconds, "examples/s")
+    args.results.add("MFU", flops / seconds / peak, "fraction of peak")
 
 
 def bench_backbone(args: argparse.Namespace) -> None:
@@ -527,6 +558,8 @@ def bench_backbone(args: argparse.Namespace) -> None:
             f"  {name}: {seconds * 1e3:.0f} ms (median of {args.repeats}; compiled in {compile_s:.1f} s), "
             f"{flops / 1e9:.1f} GFLOP per device: {flops / seconds / 1e9:.1f} GFLOP/s, MFU {flops / seconds / peak:.1%}"
         )
+        args.results.add(f"{name} (median)", seconds, "s")
+        args.results.add(f"{name} MFU", flops / seconds / peak, "fraction of peak")
 
 
 def bench_compile(args: argparse.Namespace) -> None:
@@ -555,6 +588,8 @@ def bench_compile(args: argparse.Namespace) -> None:
         f"  peak estimate (argument + output + temp - alias): {total / gib:.2f} GiB; "
         f"{step_flops(compiled) / 1e12:.2f} TFLOP per step per device"
     )
+    args.results.add("train step memory per device (estimate)", total / gib, "GiB")
+    args.results.add("train step FLOPs per device", step_flops(compiled) / 1e12, "TFLOP")
 
 
 def _sampling_inputs(config, clips: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, float | None]:
@@ -608,17 +643,22 @@ def bench_sample(args: argparse.Namespace) -> None:
             f"  first clip {per_clip[0]:.2f} s (with compiling); then {steady:.2f} s per clip, {steady / f:.3f} s per "
             f"frame (median of {max(len(per_clip) - 1, 1)} clips)"
         )
+        args.results.add("seconds per clip", steady, "s")
+        args.results.add("seconds per frame", steady / f, "s")
     start = time.perf_counter()
     compiled = sampler.compile_loop(*inputs)
     took = f" in {time.perf_counter() - start:.0f} s" if args.compile_only else ""
-    print(f"  denoising loop of one clip compiled{took}: {_memory_line(compiled)}")
+    line, peak = _memory(compiled)
+    print(f"  denoising loop of one clip compiled{took}: {line}")
+    args.results.add("denoising loop memory (estimate)", peak, "GiB")
 
 
-def _memory_line(compiled) -> str:
+def _memory(compiled) -> tuple[str, float]:
+    """(a line of XLA's memory analysis, its peak estimate in GiB)."""
     memory, gib = compiled.memory_analysis(), 2**30
     sizes = {k: getattr(memory, f"{k}_size_in_bytes", 0) for k in ("argument", "output", "temp", "alias")}
-    total = sizes["argument"] + sizes["output"] + sizes["temp"] - sizes["alias"]
-    return "memory " + ", ".join(f"{k} {v / gib:.2f}" for k, v in sizes.items()) + f", peak ~{total / gib:.2f} GiB"
+    total = (sizes["argument"] + sizes["output"] + sizes["temp"] - sizes["alias"]) / gib
+    return "memory " + ", ".join(f"{k} {v / gib:.2f}" for k, v in sizes.items()) + f", peak ~{total:.2f} GiB", total
 
 
 def _side_flags(parser: argparse.ArgumentParser) -> None:
@@ -650,13 +690,16 @@ def _unet_parser(unet: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m emo_jax.bench", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="bench", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", metavar="FILE", help="also write the results, command and machine as JSON")
+    add = lambda name, **kwargs: sub.add_parser(name, parents=[common], **kwargs)  # noqa: E731
     for name, what in (
         ("unet", "SD-layout UNet forward (or forward + backward), JAX vs diffusers' UNet2DConditionModel"),
         ("motion", "video UNet with AnimateDiff motion modules, JAX vs diffusers' UNetMotionModel"),
     ):
-        _unet_parser(sub.add_parser(name, help=what))
+        _unet_parser(add(name, help=what))
 
-    audio = sub.add_parser("audio", help="wav2vec2-base forward, JAX vs PyTorch")
+    audio = add("audio", help="wav2vec2-base forward, JAX vs PyTorch")
     audio.add_argument("--seconds", type=float, default=10.0, help="audio length")
     audio.add_argument("--attention", default="auto", choices=ATTENTION_IMPLEMENTATIONS)
     audio.add_argument("--warmup", type=int, default=1)
@@ -664,7 +707,7 @@ def build_parser() -> argparse.ArgumentParser:
     _side_flags(audio)
     audio.set_defaults(func=bench_audio)
 
-    data = sub.add_parser("data", help="preprocessing and grain pipeline throughput")
+    data = add("data", help="preprocessing and grain pipeline throughput")
     data.add_argument("--size", type=int, default=256, help="output frame size (256 or 512)")
     data.add_argument("--source-size", type=int, default=512, help="frame size of the corpus videos")
     data.add_argument("--videos", type=int, default=4, help="videos of each kind")
@@ -676,7 +719,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--workdir", help="folder for the corpus (default: a new temporary folder)")
     data.set_defaults(func=bench_data)
 
-    sample = sub.add_parser(
+    sample = add(
         "sample",
         help="sampling: seconds per clip and per frame, loop memory",
         description="Config entries: --config.a.b=value.",
@@ -697,7 +740,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("backbone", bench_backbone, "the EMO model call of a training step: forward and backward, FLOPs, MFU"),
         ("compile", bench_compile, "a config's training step compiled abstractly: memory and FLOPs per device"),
     ):
-        p = sub.add_parser(name, help=what, description="Config entries: --config.a.b=value.")
+        p = add(name, help=what, description="Config entries: --config.a.b=value.")
         p.add_argument("--config", default="tiny", help="config file[:arg] (default: tiny)")
         p.add_argument("--mesh", default="-1,1,1", help="data,fsdp,tensor (default -1,1,1: all devices data)")
         p.add_argument("--batch-per-device", type=int, default=0, help="batch per data-parallel device (0: config)")
@@ -716,7 +759,13 @@ def main(argv: list[str] | None = None) -> None:
     if rest:
         args.overrides = rest
     args.argv = [a for a in (sys.argv[1:] if argv is None else argv)]
+    args.results = Results()
     args.func(args)
+    if args.results.rows and not getattr(args, "side", None):  # a comparison's child process reports to its parent
+        print(args.results.table())
+        if args.json:
+            args.results.write(args.json, args.argv)
+            print(f"results: {args.json}")
 
 
 if __name__ == "__main__":

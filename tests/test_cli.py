@@ -187,14 +187,20 @@ def test_benchmarks_run_and_agree_with_pytorch(argv, capsys):
         assert "| convolution |" in out and "| busy cores |" in out
 
 
-def test_the_sampling_benchmark_times_clips_and_reports_the_loops_memory(capsys):
+def test_the_sampling_benchmark_times_clips_and_reports_the_loops_memory(capsys, tmp_path):
     from emo_jax import bench
 
-    bench.main(["sample", "--steps", "1", "--clips", "2"])
+    argv = ["sample", "--steps", "1", "--clips", "2", "--json", str(tmp_path / "results.json")]
+    bench.main(argv)
     out = capsys.readouterr().out
     per_frame = float(out.split(" s per frame")[0].rsplit(", ", 1)[1])
     peak = float(out.split("peak ~")[1].split(" GiB")[0])
     assert "4-frame clips at 64px" in out and per_frame > 0 and peak > 0
+    saved = json.loads((tmp_path / "results.json").read_text())  # the same figures, with command and machine
+    values = {row["what"]: row["value"] for row in saved["results"]}
+    assert values["seconds per frame"] == pytest.approx(per_frame, abs=1e-3)
+    assert saved["command"] == ["python", "-m", "emo_jax.bench", *argv]
+    assert saved["machine"]["backend"] == "cpu" and "| seconds per clip |" in out
     bench.main(["sample", "--steps", "1", "--compile-only"])  # shapes alone: no clip is made
     out = capsys.readouterr().out
     assert "per frame" not in out and float(out.split("peak ~")[1].split(" GiB")[0]) == peak
