@@ -155,23 +155,16 @@ def test_info_counts_parameters_per_part(capsys):
     [
         ["unet", "--channels", "32,32", "--size", "8", "--batch", "1", "--tokens", "4", "--cross-dim", "32"],
         ["audio", "--seconds", "0.5"],
-        [
-            "unet",
-            "--channels",
-            "32,32",
-            "--size",
-            "8",
-            "--batch",
-            "1",
-            "--tokens",
-            "4",
-            "--cross-dim",
-            "32",
-            "--backward",
-            "--profile",
-        ],
-        ["motion", "--channels", "32,32", "--size", "8", "--batch", "1", "--tokens", "4", "--cross-dim", "32"]
-        + ["--frames", "4", "--backward"],
+        pytest.param(
+            ["unet", "--channels", "32,32", "--size", "8", "--batch", "1", "--tokens", "4", "--cross-dim", "32"]
+            + ["--backward", "--profile"],
+            marks=pytest.mark.slow,
+        ),
+        pytest.param(
+            ["motion", "--channels", "32,32", "--size", "8", "--batch", "1", "--tokens", "4", "--cross-dim", "32"]
+            + ["--frames", "4", "--backward"],
+            marks=pytest.mark.slow,
+        ),
     ],
     ids=["unet", "audio", "unet-backward-profile", "motion-backward"],
 )
