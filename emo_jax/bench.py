@@ -474,10 +474,20 @@ def matmul_peak_flops(size: int = 2048, repeats: int = 5) -> float:
     return 2 * size**3 / seconds
 
 
+def _device_peak() -> tuple[jax.Device, float, str]:
+    """(the first device, its peak FLOP/s, where that figure comes from): the datasheet's, else on CPU a measured
+    fp32 matmul's."""
+    from emo_jax.train.metrics import peak_flops
+
+    device = jax.devices()[0]
+    if (peak := peak_flops(device)) is not None:
+        return device, peak, "datasheet"
+    return device, matmul_peak_flops(), "measured fp32 matmul"
+
+
 def bench_train(args: argparse.Namespace) -> None:
     from emo_jax.train import sharding
     from emo_jax.train.batch import example_batch
-    from emo_jax.train.metrics import peak_flops
     from emo_jax.train.trainer import step_flops
 
     config, mesh, trainer = _trainer(args)
@@ -494,10 +504,7 @@ def bench_train(args: argparse.Namespace) -> None:
         jax.block_until_ready(out)
 
     seconds = median_seconds(one, warmup=args.warmup, repeats=args.repeats)
-    device = jax.devices()[0]
-    peak, source = peak_flops(device), "datasheet"
-    if peak is None:
-        peak, source = matmul_peak_flops(), "measured fp32 matmul"
+    device, peak, source = _device_peak()
     d = config.data
     print(
         f"train step, {args.config} ({config.compute.dtype}, remat {config.compute.remat}): batch {d.batch_size} x "
@@ -523,7 +530,6 @@ def bench_backbone(args: argparse.Namespace) -> None:
     (`bench train` times the whole step)."""
     from emo_jax.train import sharding
     from emo_jax.train.batch import Dropout, MotionAugment, example_batch, training_inputs
-    from emo_jax.train.metrics import peak_flops
     from emo_jax.train.trainer import step_flops
 
     config, mesh, trainer = _trainer(args)
@@ -535,10 +541,7 @@ def bench_backbone(args: argparse.Namespace) -> None:
     call = lambda trainable, inputs: trainer.model(trainable, frozen["emo"])(**inputs)  # noqa: E731
     cotangent = jax.tree.map(lambda x: jnp.ones(x.shape, x.dtype), jax.eval_shape(call, state["trainable"], inputs))
     loss = lambda trainable, inputs: jnp.sum(call(trainable, inputs) * cotangent, dtype=jnp.float32)  # noqa: E731
-    device = jax.devices()[0]
-    peak, source = peak_flops(device), "datasheet"
-    if peak is None:
-        peak, source = matmul_peak_flops(), "measured fp32 matmul"
+    device, peak, source = _device_peak()
     d = config.data
     print(
         f"EMO model call, {args.config} ({config.compute.dtype}, remat {config.compute.remat}): batch "
