@@ -573,26 +573,21 @@ def bench_compile(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     compiled = trainer.compiled_step(example_batch(config, abstract=True))
     seconds = time.perf_counter() - start
-    memory = compiled.memory_analysis()
     d = config.data
     print(
         f"{args.config}: batch {d.batch_size} ({args.batch_per_device or '-'} per device) x {d.num_frames}+"
         f"{d.num_motion_frames} frames at {d.size}px, {config.compute.dtype}, remat {config.compute.remat}, "
         f"mesh {dict(mesh.shape)}; compiled in {seconds:.0f} s"
     )
-    gib = 2**30
-    sizes = {
-        name: getattr(memory, f"{name}_size_in_bytes", 0)
-        for name in ("argument", "output", "temp", "alias", "generated_code")
-    }
-    total = sizes["argument"] + sizes["output"] + sizes["temp"] - sizes["alias"]
-    print("  per device: " + ", ".join(f"{k} {v / gib:.2f} GiB" for k, v in sizes.items()))
+    sizes, peak = _memory(compiled)
+    flops = step_flops(compiled)
+    print(f"  per device: {sizes}")
     print(
-        f"  peak estimate (argument + output + temp - alias): {total / gib:.2f} GiB; "
-        f"{step_flops(compiled) / 1e12:.2f} TFLOP per step per device"
+        f"  peak estimate (argument + output + temp - alias): {peak:.2f} GiB; {flops / 1e12:.2f} TFLOP per step "
+        "per device"
     )
-    args.results.add("train step memory per device (estimate)", total / gib, "GiB")
-    args.results.add("train step FLOPs per device", step_flops(compiled) / 1e12, "TFLOP")
+    args.results.add("train step memory per device (estimate)", peak, "GiB")
+    args.results.add("train step FLOPs per device", flops / 1e12, "TFLOP")
 
 
 def _sampling_inputs(config, clips: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, float | None]:
@@ -651,17 +646,19 @@ def bench_sample(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     compiled = sampler.compile_loop(*inputs)
     took = f" in {time.perf_counter() - start:.0f} s" if args.compile_only else ""
-    line, peak = _memory(compiled)
-    print(f"  denoising loop of one clip compiled{took}: {line}")
+    sizes, peak = _memory(compiled)
+    print(f"  denoising loop of one clip compiled{took}: memory {sizes}, peak ~{peak:.2f} GiB")
     args.results.add("denoising loop memory (estimate)", peak, "GiB")
 
 
 def _memory(compiled) -> tuple[str, float]:
-    """(a line of XLA's memory analysis, its peak estimate in GiB)."""
+    """XLA's memory analysis of a compiled function: (its sizes as text, 'argument 1.00 GiB, ...', the peak
+    estimate argument + output + temp - alias in GiB)."""
     memory, gib = compiled.memory_analysis(), 2**30
-    sizes = {k: getattr(memory, f"{k}_size_in_bytes", 0) for k in ("argument", "output", "temp", "alias")}
-    total = (sizes["argument"] + sizes["output"] + sizes["temp"] - sizes["alias"]) / gib
-    return "memory " + ", ".join(f"{k} {v / gib:.2f}" for k, v in sizes.items()) + f", peak ~{total:.2f} GiB", total
+    names = ("argument", "output", "temp", "alias", "generated_code")
+    sizes = {name: getattr(memory, f"{name}_size_in_bytes", 0) / gib for name in names}
+    peak = sizes["argument"] + sizes["output"] + sizes["temp"] - sizes["alias"]
+    return ", ".join(f"{name} {size:.2f} GiB" for name, size in sizes.items()), peak
 
 
 def _side_flags(parser: argparse.ArgumentParser) -> None:
