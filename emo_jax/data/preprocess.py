@@ -413,6 +413,12 @@ def _process_element(element: tuple[str, str], out: str, config: PreprocessConfi
     return process_one(as_path(path), name, as_path(out), config)
 
 
+def _stored_speed(path: Path | epath.Path) -> np.ndarray:
+    """The `speed` array of a stored video, local or in a bucket, read alone (not the JPEGs beside it)."""
+    with path.open("rb") as file, np.load(file) as stored:
+        return stored["speed"]
+
+
 def summarise(out: Path, config: PreprocessConfig) -> dict:
     """Counts per outcome and reason over every status file, the skipped videos with details, and head-speed
     buckets measured on the kept videos (`models.conditioning.speed_buckets`, for the model config)."""
@@ -434,8 +440,7 @@ def summarise(out: Path, config: PreprocessConfig) -> dict:
         "clips": sum(s["clips"] for s in done),
         "skipped_videos": [{k: s[k] for k in ("video", "reason", "detail")} for s in statuses if s not in done],
     }
-    speeds = [np.load(io.BytesIO((out / "videos" / f"{s['id']}.npz").read_bytes()))["speed"] for s in done]
-    speeds = np.concatenate(speeds or [np.zeros(0)])
+    speeds = np.concatenate([_stored_speed(out / "videos" / f"{s['id']}.npz") for s in done] or [np.zeros(0)])
     if speeds.size >= 9:
         centres, radii = speed_buckets(speeds, 9)
         report["speed_buckets"] = {"centres": centres, "radii": radii}
