@@ -154,6 +154,26 @@ def test_a_mouth_weighted_loss_trains_and_weighs_the_mouth(logmel_dataset_dir, t
 
 
 @pytest.mark.slow
+def test_a_run_resumed_with_another_worker_count_continues_its_data_order(logmel_dataset_dir, tmp_path, caplog):
+    # grain saves its position per worker: the resumed run keeps the checkpoint's worker count (warning), so
+    # step 3 after the resume sees the batch an uninterrupted run sees.
+    from emo_jax.train import trainer
+
+    config = micro_config(0, data_dir=str(logmel_dataset_dir))
+    config.data.worker_count = 1
+    config.train.update(steps=3, checkpoint_every=2)
+    trainer.train(config, tmp_path / "straight", progress=False)
+    config.train.steps = 2
+    trainer.train(config, tmp_path / "resumed", progress=False)
+    config.train.steps, config.data.worker_count = 3, 0
+    trainer.train(config, tmp_path / "resumed", progress=False)
+    assert "data.worker_count 0: resuming with the checkpoint's 1" in caplog.text
+    straight, resumed = (_logged(tmp_path / run) for run in ("straight", "resumed"))
+    assert [e["step"] for e in resumed] == [1, 2, 3]
+    assert [e["loss"] for e in resumed] == [e["loss"] for e in straight]
+
+
+@pytest.mark.slow
 def test_a_nan_stops_the_run_after_saving_the_last_good_state(logmel_dataset_dir, tmp_path, monkeypatch):
     """Step 1 logs, draws its frame grid and checkpoints; step 2's batch carries a NaN: the run names the step and
     the batch's videos, saves, and stops; the saved weights are step 1's."""

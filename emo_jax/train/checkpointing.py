@@ -51,6 +51,12 @@ class Checkpoints:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
+    def data_worker_count(self, step: int) -> int | None:
+        """The grain worker count the iterator position at `step` was saved with (a position is per worker, so
+        only a loader with as many workers can continue it); None if the step has no data position."""
+        saved = sorted((self.directory / str(step) / "data").glob("process_*.json"))
+        return int(json.loads(saved[0].read_text())["worker_count"]) if saved else None
+
     def save(self, step: int, state: Any, iterator, config: dict, *, force: bool = False) -> bool:
         """Starts an asynchronous save of `state` (a pytree of arrays) and the data position at every `every`-th
         step, or when forced; True if it saved."""

@@ -338,6 +338,17 @@ def train(
     hosts = jax.process_count()
     if d.batch_size % hosts:
         raise ValueError(f"config.data.batch_size {d.batch_size} does not split over {hosts} hosts")
+    checkpoints = Checkpoints(workdir, every=t.checkpoint_every, keep=t.keep_checkpoints)
+    start = checkpoints.latest_step()
+    worker_count = d.worker_count
+    saved_workers = None if start is None else checkpoints.data_worker_count(start)
+    if saved_workers is not None and saved_workers != worker_count:
+        log.warning(
+            "data.worker_count %d: resuming with the checkpoint's %d instead (grain's position is per worker)",
+            worker_count,
+            saved_workers,
+        )
+        worker_count = saved_workers
     loader = make_loader(
         source,
         PipelineConfig(
@@ -347,7 +358,7 @@ def train(
             window=d.window,
             batch_size=d.batch_size // hosts,
             seed=config.seed,
-            worker_count=d.worker_count,
+            worker_count=worker_count,
             mask_frames=d.mask_window if d.num_frames == 1 else 0,
             require_audio=config.model.get("audio") is not None,
             mouth_mask=bool(config.loss.get("mouth_weight", 0.0)),
@@ -355,10 +366,8 @@ def train(
     )
     iterator = iter(loader)
     trainer = Trainer(config, mesh)
-    checkpoints = Checkpoints(workdir, every=t.checkpoint_every, keep=t.keep_checkpoints)
     writer = MetricWriter(workdir)
     config_dict = config.to_dict()
-    start = checkpoints.latest_step()
     if start is not None:
         restored = checkpoints.restore(
             start, {"state": trainer.state_abstract, "frozen": trainer.frozen_abstract}, iterator
