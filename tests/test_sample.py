@@ -13,8 +13,9 @@ from tiny import micro_config
 from emo_jax.audio import load_audio
 from emo_jax.build import build_emo, build_vae
 from emo_jax.data.synthetic import write_example_inputs
-from emo_jax.data.video import probe, read_frames, write_mp4
+from emo_jax.data.video import Mp4Writer, VideoError, probe, read_frames, read_tags, write_mp4
 from emo_jax.diffusion import guidance, samplers
+from emo_jax.provenance import NOTICE
 from emo_jax.sample import Bundle, SamplingSettings, VideoSampler, head_speed, sample_video
 from emo_jax.sample.inputs import InputError, check_output, load_reference, load_track, read_image
 
@@ -100,6 +101,19 @@ def test_video_has_the_audio_length_the_audio_and_a_strip(micro_bundle, example,
     strip = np.asarray(Image.open(result.strip))
     assert strip.shape == (16, 16 * 9, 3)  # the reference and 8 frames
     assert not list(tmp_path.glob(".*partial*"))
+    tags = read_tags(out)
+    assert tags["comment"] == tags["description"] == NOTICE and "AI-generated" in NOTICE
+
+
+def test_container_tags_read_back_as_written(tmp_path):
+    tags = {"comment": "a=b; #c \\ d\nsecond line", "title": "plain"}  # every character ffmetadata escapes
+    with Mp4Writer(tmp_path / "tagged.mp4", 25.0, tags=tags) as writer:
+        writer.write(np.zeros((16, 16, 3), np.uint8))
+    read = read_tags(tmp_path / "tagged.mp4")
+    assert {k: read.get(k) for k in tags} == tags
+    (tmp_path / "plain.txt").write_text("not a video")
+    with pytest.raises(VideoError, match="plain.txt: ffmpeg cannot read it"):
+        read_tags(tmp_path / "plain.txt")
 
 
 def test_clips_chain_and_the_loop_compiles_once(micro_bundle, example):

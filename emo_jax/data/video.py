@@ -101,18 +101,59 @@ def read_frames(
         reader.close()
 
 
+def read_tags(path: str | Path) -> dict[str, str]:
+    """The container's metadata tags (e.g. comment, description, encoder), as ffmpeg reads them."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "ffmetadata", "-"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        reason = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise VideoError(f"{path}: ffmpeg cannot read it ({reason})")
+    return _ffmetadata_tags(done.stdout)
+
+
+def _ffmetadata_tags(text: str) -> dict[str, str]:
+    """ffmpeg's ffmetadata text -> the file's own tags (those before any [STREAM] or [CHAPTER] section). Keys and
+    values escape '=', ';', '#', '\\' and newlines with a backslash."""
+    tags, key, current, escaped = {}, None, [], False
+    for char in text.partition("\n")[2] + "\n":  # after the ";FFMETADATA1" header
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "=" and key is None:
+            key, current = "".join(current), []
+        elif char == "\n":
+            line = "".join(current)
+            if key is None and line.startswith("["):
+                break
+            if key is not None:
+                tags[key] = line
+            key, current = None, []
+        else:
+            current.append(char)
+    return tags
+
+
 class Mp4Writer:
     """Streams frames [H, W, 3] uint8 into an H.264 MP4 at `fps`, with `audio` [S] (16 kHz mono float) muxed in
-    as AAC. The file appears at `path` only when the writer closes without error (it is written beside it under
-    a hidden name, then renamed); an exception or Ctrl-C inside the `with` leaves nothing at `path`.
+    as AAC and `tags` ({name: text}, e.g. comment, description) in the container. The file appears at `path`
+    only when the writer closes without error (it is written beside it under a hidden name, then renamed); an
+    exception or Ctrl-C inside the `with` leaves nothing at `path`.
 
         with Mp4Writer("out.mp4", fps=25, audio=waveform) as writer:
             for frame in frames:
                 writer.write(frame)
     """
 
-    def __init__(self, path: str | Path, fps: float, audio: np.ndarray | None = None):
-        self.path, self.fps, self.audio = Path(path), fps, audio
+    def __init__(
+        self, path: str | Path, fps: float, audio: np.ndarray | None = None, tags: dict[str, str] | None = None
+    ):
+        self.path, self.fps, self.audio, self.tags = Path(path), fps, audio, dict(tags or {})
         self.partial = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
         self._tmp = self._writer = None
         self.frames = 0
@@ -144,6 +185,7 @@ class Mp4Writer:
                 audio_codec="aac" if wav else None,
                 macro_block_size=1,
                 ffmpeg_log_level="error",
+                output_params=[arg for tag in self.tags.items() for arg in ("-metadata", "=".join(tag))],
             )
             self._writer.send(None)
 

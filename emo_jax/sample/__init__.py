@@ -56,6 +56,7 @@ def sample_video(
 
     from emo_jax.audio import build_audio_encoder, frame_features
     from emo_jax.data.video import Mp4Writer
+    from emo_jax.provenance import container_tags
     from emo_jax.sample.generate import Progress
 
     start = time.perf_counter()
@@ -84,7 +85,7 @@ def sample_video(
     Progress.step = bar.update
     on_clip = lambda clip: bar.set_description(f"clip {min(clip + 2, clips)}/{clips}")  # noqa: E731
     try:
-        with Mp4Writer(out, fps, waveform) as writer:
+        with Mp4Writer(out, fps, waveform, container_tags()) as writer:
             frames = sampler.frames(reference.image, mask, features, velocity, total, on_clip=on_clip)
             for i, frame in enumerate(frames):
                 writer.write(frame)
