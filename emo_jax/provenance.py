@@ -1,7 +1,8 @@
-"""How a video emo-jax makes declares itself machine-generated: for now, the MP4 container's own tags.
+"""How what emo-jax makes declares itself machine-generated: for now, metadata in the file.
 
-`container_tags()` are written by the same ffmpeg that encodes the file (`Mp4Writer(tags=...)`) and read back
-with `emo_jax.data.video.read_tags`. They survive copying, not a re-encode that drops metadata.
+`container_tags()` go into every sampled MP4, written by the same ffmpeg that encodes it (`Mp4Writer(tags=...)`)
+and read back with `emo_jax.data.video.read_tags`; `png_info()` into the frame strips sampling writes and the
+frame grids training writes. They survive copying, not a re-encode that drops metadata.
 """
 
 from __future__ import annotations
@@ -19,3 +20,14 @@ def container_tags() -> dict[str, str]:
     """MP4 metadata tags: comment and description carry `NOTICE` (the encoder tag is ffmpeg's own: its muxer
     overwrites any other)."""
     return {"comment": NOTICE, "description": NOTICE}
+
+
+def png_info():
+    """PNG text chunks (Comment, Description, Software) for the frame strips and grids emo-jax writes:
+    `Image.save(path, pnginfo=png_info())`."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    for key, value in (("Comment", NOTICE), ("Description", NOTICE), ("Software", GENERATOR)):
+        info.add_text(key, value)
+    return info

@@ -3,15 +3,18 @@
 Orbax writes the checkpoints' arrays to gs:// through tensorstore's own GCS driver, which no stand-in reaches:
 that part is not tested here (see launch/README.md). The `bucket` fixture: tests/conftest.py."""
 
+import io
 import json
 
 import numpy as np
 import pytest
 from etils import epath
+from PIL import Image
 from tiny import stage_config
 
 from emo_jax.assets import DEMO_MODEL
 from emo_jax.paths import local_copy, location
+from emo_jax.provenance import NOTICE
 from emo_jax.train.checkpointing import check_workdir_config, read_stage_params
 from emo_jax.train.metrics import MetricWriter
 from emo_jax.train.trainer import resolve_config
@@ -24,6 +27,7 @@ def test_logs_reach_a_bucket_workdir_and_a_resumed_run_continues_them(bucket):
     image = writer.image(1, np.zeros((8, 16, 3), np.uint8))
     writer.close()
     assert str(image) == "gs://bucket/run/images/step_0000001.png" and image.is_file()
+    assert Image.open(io.BytesIO(image.read_bytes())).text["Comment"] == NOTICE  # marked as generated
     assert any(p.name.startswith("events.out.tfevents") for p in (bucket / "run").iterdir())
 
     resumed = MetricWriter("gs://bucket/run", upload_every=0)

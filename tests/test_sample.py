@@ -100,6 +100,7 @@ def test_video_has_the_audio_length_the_audio_and_a_strip(micro_bundle, example,
     assert len(frames) == result.frames and frames[0].shape == (16, 16, 3)
     strip = np.asarray(Image.open(result.strip))
     assert strip.shape == (16, 16 * 9, 3)  # the reference and 8 frames
+    assert Image.open(result.strip).text["Comment"] == NOTICE
     assert not list(tmp_path.glob(".*partial*"))
     tags = read_tags(out)
     assert tags["comment"] == tags["description"] == NOTICE and "AI-generated" in NOTICE

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emo_jax.provenance import container_tags, png_info
 from emo_jax.sample.bundle import Bundle, export_bundle, load_bundle
 from emo_jax.sample.generate import SamplingSettings, VideoSampler, head_speed
 from emo_jax.sample.inputs import InputError, check_output, face_mask, load_reference, load_track
@@ -56,7 +57,6 @@ def sample_video(
 
     from emo_jax.audio import build_audio_encoder, frame_features
     from emo_jax.data.video import Mp4Writer
-    from emo_jax.provenance import container_tags
     from emo_jax.sample.generate import Progress
 
     start = time.perf_counter()
@@ -103,7 +103,7 @@ def _write_strip(path: Path, frames: list[np.ndarray]) -> None:
     """The reference, then evenly spaced frames, side by side."""
     from PIL import Image
 
-    Image.fromarray(np.concatenate(frames, axis=1)).save(path)
+    Image.fromarray(np.concatenate(frames, axis=1)).save(path, pnginfo=png_info())
 
 
 __all__ = [

@@ -20,6 +20,7 @@ import numpy as np
 from etils import epath
 
 from emo_jax.paths import is_remote, location
+from emo_jax.provenance import png_info
 
 # Dense bf16 peak FLOP/s per device, by `device_kind` prefix (vendor datasheets); others report no MFU.
 PEAK_FLOPS = {
@@ -109,7 +110,7 @@ class MetricWriter:
 
         name = f"images/step_{step:07d}.png"
         (self.local / "images").mkdir(exist_ok=True)
-        Image.fromarray(grid).save(self.local / name)
+        Image.fromarray(grid).save(self.local / name, pnginfo=png_info())
         self.tensorboard.add_image("predicted_frames", grid, step, dataformats="HWC")
         self._upload()
         return self.workdir / name
