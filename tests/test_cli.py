@@ -21,7 +21,7 @@ def test_help_lists_every_subcommand(capsys):
 
 def test_demo_writes_a_talking_video_from_the_bundled_model(tmp_path, capsys):
     out = tmp_path / "demo.mp4"
-    main(["demo", "--out", str(out), "--steps", "2"])
+    main(["demo", "--out", str(out), "--steps", "1"])
     assert out.is_file() and out.with_suffix(".png").is_file()
     frames = list(read_frames(out, 25.0))
     assert len(frames) == 200 and frames[0].shape == (64, 64, 3)  # 8 s of example speech at 25 fps

@@ -1,4 +1,4 @@
-"""The bundled demo model and example inputs: what they are, and that the model learned lip sync."""
+"""The bundled demo model and example inputs: what they are, and what the model learned."""
 
 import json
 
@@ -32,9 +32,11 @@ def test_the_demo_bundle_is_small_and_loads_with_its_trained_vae():
 
 
 @pytest.mark.slow
-def test_the_demo_model_keeps_the_identity_of_held_out_faces():
-    """Held-out identities and audio: the face is found in every frame in the identity's skin colour. (Lip sync
-    is not learned yet at 1,000 CPU steps: the evaluation's sync score is at the audio-free baseline's.)"""
+def test_the_demo_model_keeps_held_out_faces_and_follows_their_audio():
+    """Held-out identities and audio, 2 pairs x 2 s: the face is found in every frame in the identity's skin
+    colour, and the mouth follows the audio clearly more than with the audio dropped (measured: sync 0.226
+    against the audio-free baseline's 0.113; the truth scores 0.95, so lip sync is partly learned)."""
     means = summary(evaluate(DEMO_MODEL, pairs=2, seconds=2.0, progress=False))
     assert means["model"]["face_found"] > 0.9, means
     assert means["model"]["colour_error"] < 0.1, means
+    assert means["model"]["sync"] > means["audio_free"]["sync"] + 0.05, means
