@@ -3,7 +3,8 @@
 One run trains all of it from scratch at once (reference, audio, temporal and speed layers, face locator),
 64 px frames, a 2-stage VAE (32x32 latents), 4 frames + 2 motion frames, log-mel audio. The tests build it with
 a random VAE; the bundled demo model (emo_jax/assets/demo_model) was made with this config and a VAE trained
-first on the same frames:
+first on the same frames (on one H200, adding --config.data.batch_size=16 --config.data.worker_count=6
+--config.optimizer.warmup_steps=200 --config.ema.decay=0.999 to the train command: 2,181 steps):
 
     emo-jax synth --out synth --videos 64 --seconds 8 --size 64
     emo-jax preprocess --videos synth --out prep --size 64 --workers 2
