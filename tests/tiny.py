@@ -36,9 +36,14 @@ def stage_config(stage: int):
 
 def micro_config(stage: int = 0, **data):
     """A stage config shrunk until XLA compiles its training step in seconds: one UNet level of 32 channels,
-    16 px frames, a one-level VAE (no downsampling) and a face locator to match; everything else as the
-    config says. `data` overrides config.data entries."""
+    16 px frames, a one-level VAE (no downsampling) and a face locator to match; stage 0 (configs/tiny.py) with
+    eps prediction and the plain min-SNR loss; everything else as the config says. `data` overrides config.data
+    entries."""
     config = stage_config(stage)
+    if stage == 0:  # the tiny config's demo-model recipe aside: the tests train the published objective
+        config.model.prediction_type = "epsilon"
+        config.schedule.rescale_betas_zero_snr = False
+        config.loss.update(snr_floor=0.0, mouth_weight=0.0)
     for net in ("reference_net", "backbone"):
         unet = config.model[net]
         unet.update(
