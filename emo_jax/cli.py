@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -26,6 +27,12 @@ def _sample(args: argparse.Namespace) -> None:
     from emo_jax.sample.inputs import check_output
 
     check_output(args.out)  # before loading anything
+    if args.no_provenance:
+        print(
+            f"emo-jax {args.command}: warning: --no-provenance: {args.out} will carry no mark that it is "
+            "AI-generated (no content credentials, metadata or watermark). For research only; do not share it.",
+            file=sys.stderr,
+        )
     bundle = load_bundle(args.checkpoint or DEMO_MODEL)
     settings = SamplingSettings.from_config(
         bundle.config,
@@ -38,7 +45,16 @@ def _sample(args: argparse.Namespace) -> None:
         seed=args.seed,
     )
     result = sample_video(
-        bundle, args.image, args.audio, args.out, settings, speed=args.speed, mask_expand=args.mask_expand
+        bundle,
+        args.image,
+        args.audio,
+        args.out,
+        settings,
+        speed=args.speed,
+        mask_expand=args.mask_expand,
+        provenance=not args.no_provenance,
+        sign_cert=args.sign_cert,
+        sign_key=args.sign_key,
     )
     print(
         f"emo-jax {args.command}: {result.video} ({result.frames} frames at {result.fps:g} fps, "
@@ -60,6 +76,29 @@ def _sampling_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--speed", help="head speed: slow, normal, fast, or degrees per frame")
     parser.add_argument("--mask-expand", type=float, help="face box growth for the face locator mask (Hallo: 1.2)")
+    parser.add_argument(
+        "--sign-cert",
+        default=os.environ.get("EMO_JAX_SIGN_CERT"),
+        help="PEM certificate chain (leaf first) for the video's C2PA manifest (default: $EMO_JAX_SIGN_CERT, "
+        "else a local self-signed one)",
+    )
+    parser.add_argument(
+        "--sign-key", default=os.environ.get("EMO_JAX_SIGN_KEY"), help="its PEM private key ($EMO_JAX_SIGN_KEY)"
+    )
+    parser.add_argument(
+        "--no-provenance",
+        action="store_true",
+        help="research only: no content credentials, metadata or watermark saying the video is AI-generated",
+    )
+
+
+def _provenance(args: argparse.Namespace) -> None:
+    from emo_jax.provenance.check import inspect, report
+
+    found = inspect(args.file, trust_anchors=args.trust_anchors)
+    print(report(found))
+    if not found.synthetic:
+        raise SystemExit(1)
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -276,6 +315,15 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--checkpoint", help="training workdir, checkpoint step folder, or exported bundle")
     _sampling_flags(sample)
     sample.set_defaults(func=_sample)
+
+    provenance = sub.add_parser(
+        "provenance",
+        help="is this video marked as AI-generated? (C2PA manifest, metadata tags, invisible watermark)",
+        description="Exit code 0 when at least one of the three marks says the file is AI-generated, else 1.",
+    )
+    provenance.add_argument("file", help="a video file (.mp4, ...)")
+    provenance.add_argument("--trust-anchors", help="PEM file of CA certificates whose signers count as trusted")
+    provenance.set_defaults(func=_provenance)
 
     export = sub.add_parser("export", help="training run -> small self-contained bundle for sampling")
     export.add_argument("checkpoint", help="training workdir or checkpoint step folder")

@@ -1,7 +1,11 @@
 import os
+import tempfile
 
 # Parity needs full fp32 matmuls (the default on CPU, not on GPU/TPU); set before JAX initialises.
 os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
+# Sampling signs its videos with a local key made on first use in the user's config folder: tests make theirs
+# in a temporary one (subprocesses inherit it).
+os.environ["EMO_JAX_CONFIG_DIR"] = tempfile.mkdtemp(prefix="emo-jax-config-")
 
 
 import pytest  # noqa: E402

@@ -14,7 +14,7 @@ from tiny import stage_config
 
 from emo_jax.assets import DEMO_MODEL
 from emo_jax.paths import local_copy, location
-from emo_jax.provenance import NOTICE
+from emo_jax.provenance.metadata import NOTICE
 from emo_jax.train.checkpointing import check_workdir_config, read_stage_params
 from emo_jax.train.metrics import MetricWriter
 from emo_jax.train.trainer import resolve_config

@@ -8,6 +8,7 @@ from peers import require
 
 from emo_jax.cli import main
 from emo_jax.data.video import read_frames
+from emo_jax.provenance.check import inspect
 
 
 def test_help_lists_every_subcommand(capsys):
@@ -15,7 +16,7 @@ def test_help_lists_every_subcommand(capsys):
         main(["--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
-    for name in ["demo", "sample", "export", "train", "train-vae", "convert", "bench"]:
+    for name in ["demo", "sample", "provenance", "export", "train", "train-vae", "convert", "bench"]:
         assert name in out
 
 
@@ -25,7 +26,15 @@ def test_demo_writes_a_talking_video_from_the_bundled_model(tmp_path, capsys):
     assert out.is_file() and out.with_suffix(".png").is_file()
     frames = list(read_frames(out, 25.0))
     assert len(frames) == 200 and frames[0].shape == (64, 64, 3)  # 8 s of example speech at 25 fps
+    found = inspect(out)  # marked as AI-generated three ways
+    assert found.credentials.says_generated and found.tags and found.mark.found
     assert "the bundled demo model" in capsys.readouterr().out
+
+
+def test_no_provenance_warns_before_any_work(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["sample", "--no-provenance", "--image", "x.png", "--audio", "x.wav", "--out", str(tmp_path / "o.mp4")])
+    assert "warning: --no-provenance" in capsys.readouterr().err
 
 
 def test_sample_refuses_a_missing_output_folder_before_any_work(tmp_path, capsys):

@@ -15,7 +15,8 @@ from emo_jax.build import build_emo, build_vae
 from emo_jax.data.synthetic import write_example_inputs
 from emo_jax.data.video import Mp4Writer, VideoError, probe, read_frames, read_tags, write_mp4
 from emo_jax.diffusion import guidance, samplers
-from emo_jax.provenance import NOTICE
+from emo_jax.provenance.credentials import read_credentials, weights_digest
+from emo_jax.provenance.metadata import NOTICE
 from emo_jax.sample import Bundle, SamplingSettings, VideoSampler, head_speed, sample_video
 from emo_jax.sample.inputs import InputError, check_output, load_reference, load_track, read_image
 
@@ -104,6 +105,16 @@ def test_video_has_the_audio_length_the_audio_and_a_strip(micro_bundle, example,
     assert not list(tmp_path.glob(".*partial*"))
     tags = read_tags(out)
     assert tags["comment"] == tags["description"] == NOTICE and "AI-generated" in NOTICE
+    signed = read_credentials(out)
+    assert signed.status == "valid" and signed.says_generated
+    assert signed.model_weights == weights_digest(micro_bundle.model)
+
+
+def test_without_provenance_the_video_carries_no_mark(micro_bundle, example, tmp_path):
+    out = tmp_path / "research.mp4"
+    sample_video(micro_bundle, *example, out, SamplingSettings(steps=1), progress=False, provenance=False)
+    assert "comment" not in read_tags(out) and read_credentials(out).status == "none"
+    assert "Comment" not in Image.open(out.with_suffix(".png")).text
 
 
 def test_container_tags_read_back_as_written(tmp_path):

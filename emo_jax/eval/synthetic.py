@@ -126,7 +126,7 @@ def evaluate(
             for name, use_audio in (("model", True), ("audio_free", False)):
                 out = tmp / f"{name}.mp4"
                 run = dataclasses.replace(settings, use_audio=use_audio)
-                sample_video(bundle, rest, audio, out, run, progress=progress)
+                sample_video(bundle, rest, audio, out, run, progress=progress, provenance=False)
                 scores[name] = score_frames(np.stack(list(read_frames(out, fps))), identity, envelope)
             results.append(PairResult(identity_seed, audio_seed, **scores))
     return results
@@ -157,7 +157,7 @@ def drift(checkpoint: str | Path, *, seconds: float = 60.0, window: float = 10.0
         waveform, _ = synthetic.speech_audio(seconds, audio_seed)
         soundfile.write(tmp / "speech.wav", waveform, SAMPLE_RATE)
         settings = SamplingSettings.from_config(bundle.config, **sampling)
-        sample_video(bundle, rest, tmp / "speech.wav", tmp / "long.mp4", settings, progress=progress)
+        sample_video(bundle, rest, tmp / "speech.wav", tmp / "long.mp4", settings, progress=progress, provenance=False)
         frames = np.stack(list(read_frames(tmp / "long.mp4", fps)))
     n = int(window * fps)
     result = {}

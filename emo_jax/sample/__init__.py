@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from emo_jax.provenance import container_tags, png_info
+from emo_jax.provenance import credentials, watermark
+from emo_jax.provenance.metadata import container_tags, png_info
 from emo_jax.sample.bundle import Bundle, export_bundle, load_bundle
 from emo_jax.sample.generate import SamplingSettings, VideoSampler, head_speed
 from emo_jax.sample.inputs import InputError, check_output, face_mask, load_reference, load_track
@@ -48,11 +49,18 @@ def sample_video(
     speed: str | float | None = None,
     mask_expand: float | None = None,
     progress: bool = True,
+    provenance: bool = True,
+    sign_cert: str | Path | None = None,
+    sign_key: str | Path | None = None,
 ) -> SampleResult:
     """Writes `out` (H.264 + AAC, the input audio, the config's fps) and `out` with .png (a strip of frames).
 
     settings, speed and mask_expand default to the model config's `sample` section. Every input is checked
-    before any model work; the MP4 appears only when complete (Ctrl-C leaves none)."""
+    before any model work; the MP4 appears only when complete (Ctrl-C leaves none).
+
+    provenance: the video says it is AI-generated three ways (`emo_jax.provenance`): the frames carry the
+    invisible watermark, the container the notice tags, and the file a C2PA manifest signed with `sign_cert` /
+    `sign_key` (PEM; neither: the user's local signer). False: none of them (research only)."""
     from tqdm import tqdm
 
     from emo_jax.audio import build_audio_encoder, frame_features
@@ -68,6 +76,7 @@ def sample_video(
     out = check_output(out)
     reference = load_reference(image, config.data.size)
     waveform = load_track(audio)
+    signer = credentials.signer_files(sign_cert, sign_key) if provenance else None
     fps, f = float(config.data.fps), config.data.num_frames
     total = _frame_count(waveform.size, fps)
     velocity = head_speed(speed, config) if config.model.get("speed") else None
@@ -85,25 +94,28 @@ def sample_video(
     Progress.step = bar.update
     on_clip = lambda clip: bar.set_description(f"clip {min(clip + 2, clips)}/{clips}")  # noqa: E731
     try:
-        with Mp4Writer(out, fps, waveform, container_tags()) as writer:
+        mark = watermark.Marker() if provenance else lambda frame: frame
+        with Mp4Writer(out, fps, waveform, container_tags() if provenance else {}) as writer:
             frames = sampler.frames(reference.image, mask, features, velocity, total, on_clip=on_clip)
-            for i, frame in enumerate(frames):
+            for i, frame in enumerate(map(mark, frames)):
                 writer.write(frame)
                 if i in keep:
                     strip_frames.append(frame)
     finally:
         Progress.step = None
         bar.close()
+    if signer is not None:
+        credentials.sign_mp4(out, credentials.weights_digest(bundle.model), *signer)
     strip = out.with_suffix(".png")
-    _write_strip(strip, [reference.image] + strip_frames)
+    _write_strip(strip, [reference.image] + strip_frames, provenance)
     return SampleResult(out, strip, total, waveform.size / 16000, fps, clips, time.perf_counter() - start)
 
 
-def _write_strip(path: Path, frames: list[np.ndarray]) -> None:
-    """The reference, then evenly spaced frames, side by side."""
+def _write_strip(path: Path, frames: list[np.ndarray], provenance: bool) -> None:
+    """The reference, then evenly spaced frames, side by side (with the notice in its text chunks)."""
     from PIL import Image
 
-    Image.fromarray(np.concatenate(frames, axis=1)).save(path, pnginfo=png_info())
+    Image.fromarray(np.concatenate(frames, axis=1)).save(path, pnginfo=png_info() if provenance else None)
 
 
 __all__ = [

@@ -20,7 +20,7 @@ import numpy as np
 from etils import epath
 
 from emo_jax.paths import is_remote, location
-from emo_jax.provenance import png_info
+from emo_jax.provenance.metadata import png_info
 
 # Dense bf16 peak FLOP/s per device, by `device_kind` prefix (vendor datasheets); others report no MFU.
 PEAK_FLOPS = {

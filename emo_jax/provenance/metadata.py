@@ -1,4 +1,4 @@
-"""How what emo-jax makes declares itself machine-generated: for now, metadata in the file.
+"""Metadata that says a file is AI-generated: MP4 container tags and PNG text chunks.
 
 `container_tags()` go into every sampled MP4, written by the same ffmpeg that encodes it (`Mp4Writer(tags=...)`)
 and read back with `emo_jax.data.video.read_tags`; `png_info()` into the frame strips sampling writes and the

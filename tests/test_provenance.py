@@ -1,0 +1,187 @@
+"""Videos say they are AI-generated: the invisible watermark, the C2PA manifest, and `emo-jax provenance`."""
+
+import subprocess
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+from PIL import Image
+from skimage.data import astronaut
+
+from emo_jax.cli import main
+from emo_jax.data.video import Mp4Writer
+from emo_jax.provenance import credentials, watermark
+from emo_jax.provenance.check import inspect
+from emo_jax.provenance.metadata import container_tags
+
+FPS = 25.0
+
+
+def face_video(frames: int = 100, size: int = 64) -> np.ndarray:
+    """[frames, size, size, 3] uint8: the astronaut's head, drifting a few pixels and nodding (a talking-head
+    stand-in with real texture)."""
+    head = Image.fromarray(astronaut()[20:260, 130:370]).resize((size + 12, size + 12), Image.LANCZOS)
+    head = np.asarray(head)
+    t = np.arange(frames)
+    dx, dy = np.rint(6 + 5 * np.sin(t / 9)).astype(int), np.rint(6 + 4 * np.sin(t / 5 + 1)).astype(int)
+    return np.stack([head[y : y + size, x : x + size] for x, y in zip(dx, dy)])
+
+
+def encode(frames: np.ndarray, path, tags=None):
+    with Mp4Writer(path, FPS, tags=tags) as writer:
+        for frame in frames:
+            writer.write(frame)
+    return path
+
+
+def ffmpeg(source, out, *args):
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i", str(source), *args, str(out)]
+    subprocess.run(command, check=True)
+    return out
+
+
+def marked(frames: np.ndarray) -> np.ndarray:
+    marker = watermark.Marker()
+    return np.stack([marker(f) for f in frames])
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    """{name: path}: the marked video as our writer encodes it, and after each attack; the unmarked one."""
+    tmp = tmp_path_factory.mktemp("marked")
+    clean = face_video()
+    ours = encode(marked(clean), tmp / "ours.mp4")
+    return {
+        "clean": clean,
+        "plain": encode(clean, tmp / "plain.mp4"),
+        "ours": ours,
+        "crf28": ffmpeg(ours, tmp / "crf28.mp4", "-c:v", "libx264", "-crf", "28"),
+        "half": ffmpeg(ours, tmp / "half.mp4", "-vf", "scale=iw/2:ih/2", "-c:v", "libx264"),
+        "crop": ffmpeg(ours, tmp / "crop.mp4", "-vf", "crop=iw*0.9:ih*0.9:iw*0.05:ih*0.05", "-c:v", "libx264"),
+        "corner": ffmpeg(ours, tmp / "corner.mp4", "-vf", "crop=iw*0.9:ih*0.9:0:0", "-c:v", "libx264"),
+        "trimmed": ffmpeg(ours, tmp / "trimmed.mp4", "-vf", "trim=start_frame=3", "-c:v", "libx264"),
+        "trimmed6": ffmpeg(ours, tmp / "trimmed6.mp4", "-vf", "trim=start_frame=6", "-c:v", "libx264"),
+    }
+
+
+def test_the_mark_is_faint_and_reads_back_exactly_from_the_frames():
+    clean = face_video()
+    frames = marked(clean)
+    change = frames.astype(float) - clean
+    assert 0 < np.abs(change).max() <= watermark.STRENGTH + 0.5
+    assert 10 * np.log10(255**2 / np.mean(change**2)) > 40  # PSNR, dB
+    small = np.stack([np.asarray(Image.fromarray(f).resize((watermark.READ_SIZE,) * 2, Image.BOX)) for f in frames])
+    reading = watermark.read(small)
+    assert reading.matching == watermark.BITS and reading.payload == watermark.PAYLOAD
+    assert reading.window == (0.0, 0.0, 1.0, 1.0) and reading.phase == 0
+    # the same pattern at any resolution: a 160 px video marks the same cells
+    assert watermark.pattern(160, 160).shape == (160, 160)
+    np.testing.assert_allclose(
+        watermark.pattern(64, 64)[::16, ::16], watermark.pattern(128, 128)[1::32, 1::32], atol=0.1
+    )
+
+
+@pytest.mark.parametrize("name", ["ours", "crf28", "half", "crop", "corner", "trimmed", "trimmed6"])
+def test_the_mark_survives_encoding_re_encoding_resizing_cropping_and_trimming(videos, name):
+    reading = watermark.read(watermark.frames_of(videos[name]))
+    assert reading.found, f"{name}: {reading.matching}/32 bits"
+    assert reading.payload == watermark.PAYLOAD or reading.matching >= watermark.FOUND_BITS
+
+
+def test_a_video_without_the_mark_does_not_read_as_marked(videos):
+    reading = watermark.read(watermark.frames_of(videos["plain"]))
+    assert not reading.found and reading.matching < watermark.FOUND_BITS - 4
+
+
+def test_a_signed_video_reads_valid_untrusted_and_trusted_with_its_anchor(videos, tmp_path):
+    video = encode(videos["clean"][:8], tmp_path / "signed.mp4")
+    credentials.sign_mp4(video, "sha256:abc")
+    found = credentials.read_credentials(video)
+    assert found.status == "valid" and not found.trusted and found.says_generated
+    assert found.model_weights == "sha256:abc" and found.generator.startswith("emo-jax")
+    assert found.problems == ("signingCredential.untrusted",)
+    chain, _ = credentials.local_signer_files()
+    anchor = tmp_path / "ca.pem"
+    anchor.write_text("-----BEGIN CERTIFICATE-----" + chain.read_text().split("-----BEGIN CERTIFICATE-----")[2])
+    assert credentials.read_credentials(video, trust_anchors=anchor).trusted
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ca.pem", "signed.mp4"]  # no signed copy left beside it
+
+
+def test_altered_bytes_read_as_tampered_and_a_re_encode_drops_the_manifest(videos, tmp_path):
+    video = encode(videos["clean"][:8], tmp_path / "signed.mp4")
+    credentials.sign_mp4(video, "sha256:abc")
+    data = bytearray(video.read_bytes())
+    for name, offset in (("frames", data.find(b"mdat") + 64), ("manifest", data.find(b"c2pa.actions") + 40)):
+        altered = bytearray(data)
+        altered[offset] ^= 0xFF
+        (tmp_path / f"{name}.mp4").write_bytes(altered)
+        assert credentials.read_credentials(tmp_path / f"{name}.mp4").status == "tampered", name
+    assert credentials.read_credentials(ffmpeg(video, tmp_path / "re.mp4", "-c:v", "libx264")).status == "none"
+
+
+def test_the_user_s_own_signer_is_used_and_bad_signer_files_are_refused_by_name(videos, tmp_path, monkeypatch):
+    monkeypatch.setenv("EMO_JAX_CONFIG_DIR", str(tmp_path / "other_user"))
+    cert, key = credentials.local_signer_files()  # another user's pair stands in for a bought certificate
+    monkeypatch.undo()
+    assert credentials.signer_files(cert, key) == (cert, key)
+    video = encode(videos["clean"][:8], tmp_path / "signed.mp4")
+    credentials.sign_mp4(video, "sha256:abc", cert, key)
+    assert credentials.read_credentials(video).status == "valid"
+    with pytest.raises(ValueError, match="both a signing certificate and its key"):
+        credentials.signer_files(cert, None)
+    with pytest.raises(FileNotFoundError, match="missing.pem: no such signing"):
+        credentials.signer_files(tmp_path / "missing.pem", key)
+    with pytest.raises(ValueError, match=r"key.txt: not an unencrypted PEM private key"):
+        (tmp_path / "key.txt").write_text("not a key")
+        credentials.signer_files(cert, tmp_path / "key.txt")
+    with pytest.raises(ValueError, match="key.pem: not a PEM certificate chain"):
+        credentials.signer_files(key, key)
+
+
+def test_the_weights_digest_names_the_weights_not_the_path():
+    from flax import nnx
+
+    a, b = nnx.Linear(3, 2, rngs=nnx.Rngs(0)), nnx.Linear(3, 2, rngs=nnx.Rngs(0))
+    assert credentials.weights_digest(a) == credentials.weights_digest(b)
+    b.bias[...] = b.bias[...] + 1e-3
+    assert credentials.weights_digest(a) != credentials.weights_digest(b)
+
+
+def test_provenance_command_finds_each_mark_and_exit_codes_say_whether_any(videos, tmp_path, capsys):
+    frames = marked(videos["clean"])
+    full = encode(frames, tmp_path / "full.mp4", tags=container_tags())
+    credentials.sign_mp4(full, "sha256:abc")
+    found = inspect(full)
+    assert found.synthetic and found.credentials.says_generated and set(found.tags) == {"comment", "description"}
+    assert found.mark.found
+
+    def run(path) -> tuple[int, str]:
+        try:
+            main(["provenance", str(path)])
+            code = 0
+        except SystemExit as exit:
+            code = exit.code
+        return code, capsys.readouterr().out
+
+    code, out = run(full)
+    assert code == 0 and "MARKED as AI-generated" in out and "valid signature, untrusted signer" in out
+    assert "trainedAlgorithmicMedia" in out and "32/32 bits" in out
+
+    code, out = run(videos["plain"])
+    assert code == 1 and "no emo-jax mark found" in out
+    assert "content credentials (C2PA): none" in out and "metadata tags: none" in out
+
+    re_encoded = ffmpeg(full, tmp_path / "re.mp4", "-map_metadata", "-1", "-c:v", "libx264", "-crf", "28")
+    code, out = run(re_encoded)
+    assert code == 0 and "content credentials (C2PA): none" in out and "invisible watermark: found" in out
+
+    tampered = bytearray(full.read_bytes())
+    tampered[tampered.find(b"mdat") + 64] ^= 0xFF
+    (tmp_path / "tampered.mp4").write_bytes(tampered)
+    code, out = run(tmp_path / "tampered.mp4")
+    assert "TAMPERED" in out and code == 0  # the tags and the watermark still say it
+
+    (tmp_path / "notes.txt").write_text("not a video")
+    with pytest.raises(SystemExit) as exit:
+        main(["provenance", str(tmp_path / "notes.txt")])
+    assert exit.value.code == 1 and "notes.txt" in capsys.readouterr().err
