@@ -31,9 +31,7 @@ def inspect(path: str | Path, trust_anchors: str | Path | None = None) -> Findin
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     tags = {k: v for k, v in read_tags(path).items() if v == NOTICE}
-    demodulated, frames = watermark.demodulate(watermark.frames_of(path))
-    mark = watermark.decode(demodulated, frames) if frames >= 2 * watermark.HOLD else None
-    return Findings(path, read_credentials(path, trust_anchors), tags, mark)
+    return Findings(path, read_credentials(path, trust_anchors), tags, watermark.read_file(path))
 
 
 def report(found: Findings) -> str:
@@ -56,7 +54,7 @@ def report(found: Findings) -> str:
         verdict = "found" if m.found else "not found"
         mark = (
             f"{verdict}: payload {m.payload!r}, {m.matching}/{watermark.BITS} bits match emo-jax's "
-            f"({m.accuracy:.0%}) over {m.frames} frames"
+            f"({m.accuracy:.0%}) over {m.frames} frames read at {m.fps:g} fps"
         )
     tags = ", ".join(sorted(found.tags)) + f": {NOTICE!r}" if found.tags else "none"
     verdict = "MARKED as AI-generated" if found.synthetic else "no emo-jax mark found"

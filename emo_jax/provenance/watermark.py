@@ -15,7 +15,8 @@ window of the original frame the video still shows: scales 1 down to `MIN_SCALE`
 `OFFSET_STEP`); the hypothesis with the strongest bit correlations wins and its signs are the bits, up to one
 sign for all (which run came first is unknown): the polarity that matches the payload better. The payload
 counts as found at `FOUND_BITS` of 32 matching bits or more: a video without the mark reads as found about
-2.6 times in a million (at least 29 of 32 fair coin flips, either polarity).
+2.6 times in a million per reading (at least 29 of 32 fair coin flips, either polarity); `read_file` reads a
+file at up to three frame rates (under 1 in 100,000).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ STRENGTH = 3.0  # peak brightness change, in 8-bit levels
 READ_SIZE = 64  # frames are read at this size
 MIN_SCALE, SCALE_STEP, OFFSET_STEP = 0.8, 0.025, 1 / 64
 MAX_FRAMES = 3000  # two minutes at 25 fps: plenty to read the mark
+FRAME_RATES = (25.0, 30.0)  # the rates emo-jax's configs make videos at
 FOUND_BITS = 29
 _KEY = 0x454D4F  # the keyed layout below; changing it unmarks every video made before
 
@@ -106,6 +108,7 @@ class Reading:
     window: tuple[float, float, float, float]  # (x, y, width, height) of the original frame, as fractions
     phase: int  # the frame where the video's first whole run starts, + HOLD if that run's sign is negative
     frames: int
+    fps: float = 0.0  # the rate the file was read at (0: frames given directly)
 
     @property
     def accuracy(self) -> float:
@@ -183,3 +186,23 @@ def frames_of(path, fps: float | None = None) -> Iterator[np.ndarray]:
     from emo_jax.data.video import probe, read_frames
 
     return read_frames(path, fps or probe(path).fps, size=(READ_SIZE, READ_SIZE))
+
+
+def read_file(path) -> Reading | None:
+    """The mark of a video file, read at its own frame rate and, unless found there, at each of `FRAME_RATES`
+    (a video converted to another rate, read back at the rate it was made at, lines its flips up again): the
+    reading with the most matching bits. None for a video under 2 * HOLD frames."""
+    from emo_jax.data.video import probe
+
+    own = probe(path).fps
+    best = None
+    for fps in (own, *(rate for rate in FRAME_RATES if abs(rate - own) > 0.01)):
+        estimates, frames = demodulate(frames_of(path, fps))
+        if frames < 2 * HOLD:
+            return best
+        reading = dataclasses.replace(decode(estimates, frames), fps=fps)
+        if best is None or reading.matching > best.matching:
+            best = reading
+        if best.found:
+            break
+    return best
