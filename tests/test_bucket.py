@@ -14,13 +14,14 @@ from tiny import stage_config
 
 from emo_jax.assets import DEMO_MODEL
 from emo_jax.paths import local_copy, location
+from emo_jax.provenance.credentials import read_credentials
 from emo_jax.provenance.metadata import NOTICE
 from emo_jax.train.checkpointing import check_workdir_config, read_stage_params
 from emo_jax.train.metrics import MetricWriter
 from emo_jax.train.trainer import resolve_config
 
 
-def test_logs_reach_a_bucket_workdir_and_a_resumed_run_continues_them(bucket):
+def test_logs_reach_a_bucket_workdir_and_a_resumed_run_continues_them(bucket, tmp_path):
     writer = MetricWriter("gs://bucket/run", upload_every=3600)
     writer.scalars(1, {"loss": 0.5})
     assert not (bucket / "run" / "metrics.jsonl").exists()  # uploads wait for upload_every, or close
@@ -28,6 +29,9 @@ def test_logs_reach_a_bucket_workdir_and_a_resumed_run_continues_them(bucket):
     writer.close()
     assert str(image) == "gs://bucket/run/images/step_0000001.png" and image.is_file()
     assert Image.open(io.BytesIO(image.read_bytes())).text["Comment"] == NOTICE  # marked as generated
+    (tmp_path / "grid.png").write_bytes(image.read_bytes())
+    signed = read_credentials(tmp_path / "grid.png")
+    assert signed.status == "valid" and signed.says_generated and signed.training_step == 1
     assert any(p.name.startswith("events.out.tfevents") for p in (bucket / "run").iterdir())
 
     resumed = MetricWriter("gs://bucket/run", upload_every=0)

@@ -22,3 +22,4 @@ def test_the_notebook_runs_top_to_bottom_and_shows_the_video(tmp_path, monkeypat
     assert (tmp_path / "talking.mp4").is_file() and (tmp_path / "talking.png").is_file()
     shown = json.dumps([cell.get("outputs", []) for cell in notebook.cells])
     assert "<video" in shown and "image/png" in shown
+    assert "MARKED as AI-generated" in shown and "invisible watermark: found" in shown

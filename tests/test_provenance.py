@@ -87,7 +87,7 @@ def test_a_video_without_the_mark_does_not_read_as_marked(videos):
 
 def test_a_signed_video_reads_valid_untrusted_and_trusted_with_its_anchor(videos, tmp_path):
     video = encode(videos["clean"][:8], tmp_path / "signed.mp4")
-    credentials.sign_mp4(video, "sha256:abc")
+    credentials.sign_file(video, {"model_weights": "sha256:abc"})
     found = credentials.read_credentials(video)
     assert found.status == "valid" and not found.trusted and found.says_generated
     assert found.model_weights == "sha256:abc" and found.generator.startswith("emo-jax")
@@ -101,7 +101,7 @@ def test_a_signed_video_reads_valid_untrusted_and_trusted_with_its_anchor(videos
 
 def test_altered_bytes_read_as_tampered_and_a_re_encode_drops_the_manifest(videos, tmp_path):
     video = encode(videos["clean"][:8], tmp_path / "signed.mp4")
-    credentials.sign_mp4(video, "sha256:abc")
+    credentials.sign_file(video, {"model_weights": "sha256:abc"})
     data = bytearray(video.read_bytes())
     for name, offset in (("frames", data.find(b"mdat") + 64), ("manifest", data.find(b"c2pa.actions") + 40)):
         altered = bytearray(data)
@@ -120,7 +120,7 @@ def test_the_user_s_own_signer_is_used_and_bad_signer_files_are_refused_by_name(
     monkeypatch.undo()
     assert credentials.signer_files(cert, key) == (cert, key)
     video = encode(videos["clean"][:8], tmp_path / "signed.mp4")
-    credentials.sign_mp4(video, "sha256:abc", cert, key)
+    credentials.sign_file(video, {"model_weights": "sha256:abc"}, cert, key)
     assert credentials.read_credentials(video).status == "valid"
     with pytest.raises(ValueError, match="both a signing certificate and its key"):
         credentials.signer_files(cert, None)
@@ -145,7 +145,7 @@ def test_the_weights_digest_names_the_weights_not_the_path():
 def test_provenance_command_finds_each_mark_and_exit_codes_say_whether_any(videos, tmp_path, capsys):
     frames = marked(videos["clean"])
     full = encode(frames, tmp_path / "full.mp4", tags=container_tags())
-    credentials.sign_mp4(full, "sha256:abc")
+    credentials.sign_file(full, {"model_weights": "sha256:abc"})
     found = inspect(full)
     assert found.synthetic and found.credentials.says_generated and set(found.tags) == {"comment", "description"}
     assert found.mark.found

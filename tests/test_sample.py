@@ -108,12 +108,14 @@ def test_video_has_the_audio_length_the_audio_and_a_strip(micro_bundle, example,
     signed = read_credentials(out)
     assert signed.status == "valid" and signed.says_generated
     assert signed.model_weights == weights_digest(micro_bundle.model)
+    assert read_credentials(result.strip).model_weights == signed.model_weights
 
 
 def test_without_provenance_the_video_carries_no_mark(micro_bundle, example, tmp_path):
     out = tmp_path / "research.mp4"
     sample_video(micro_bundle, *example, out, SamplingSettings(steps=1), progress=False, provenance=False)
     assert "comment" not in read_tags(out) and read_credentials(out).status == "none"
+    assert read_credentials(out.with_suffix(".png")).status == "none"
     assert "Comment" not in Image.open(out.with_suffix(".png")).text
 
 

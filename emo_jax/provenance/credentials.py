@@ -1,11 +1,13 @@
-"""Content credentials: a signed C2PA manifest in the MP4 (`c2pa-python`), saying how the video was made.
+"""Content credentials: a signed C2PA manifest in the MP4s sampling writes and the PNG frame grids training
+writes (`c2pa-python`), saying how the file was made.
 
 The manifest holds one action, `c2pa.created`, with the IPTC digital source type `trainedAlgorithmicMedia`,
 emo-jax and its version as the software agent, and the model's identity (`weights_digest`: a hash of its
-weights, not a path). It is signed with the certificate chain and private key the user gives (PEM files), else
-with a local one made on first use in the user's config folder (`local_signer_files`): a self-signed CA and a
-signing certificate under it. Validators accept the signature but flag that signer as untrusted; a
-certificate from a CA on the C2PA trust list is what makes it trusted (README, Marked as generated).
+weights, not a path; a frame grid names its training step). It is signed with the certificate chain and private
+key the user gives (PEM files), else with a local one made on first use in the user's config folder
+(`local_signer_files`): a self-signed CA and a signing certificate under it. Validators accept the signature
+but flag that signer as untrusted; a certificate from a CA on the C2PA trust list is what makes it trusted
+(README, Marked as generated).
 
 Reading never touches the network (no OCSP, no remote manifests).
 """
@@ -148,14 +150,15 @@ def _algorithm(key_pem: bytes, source: Path) -> str:
     raise ValueError(f"{source}: a {type(key).__name__}; C2PA signs with EC, RSA or Ed25519 keys")
 
 
-def manifest(title: str, model_digest: str) -> dict:
-    """The manifest definition emo-jax signs: created by emo-jax from a trained model."""
+def manifest(title: str, parameters: dict[str, str | int]) -> dict:
+    """The manifest definition emo-jax signs: created by emo-jax from a trained model (`parameters`: e.g. the
+    model's `weights_digest` as model_weights, or a training run's step)."""
     agent = {"name": "emo-jax", "version": __version__}
     action = {
         "action": "c2pa.created",
         "digitalSourceType": DIGITAL_SOURCE_TYPE,
         "softwareAgent": agent,
-        "parameters": {"model_weights": model_digest},
+        "parameters": parameters,
     }
     return {
         "claim_generator_info": [agent],
@@ -181,9 +184,12 @@ def signer_files(cert: str | Path | None = None, key: str | Path | None = None) 
     return cert, key
 
 
-def sign_mp4(path: str | Path, model_digest: str, cert: str | Path | None = None, key: str | Path | None = None):
-    """Embeds a signed manifest in the MP4 at `path` (rewritten in place: the signed copy replaces it only when
-    complete). `cert` (certificate chain, leaf first) and `key` (PEM): as `signer_files` takes them."""
+def sign_file(
+    path: str | Path, parameters: dict[str, str | int], cert: str | Path | None = None, key: str | Path | None = None
+) -> None:
+    """Embeds a signed manifest (`manifest`) in the MP4 or PNG at `path` (rewritten in place: the signed copy
+    replaces it only when complete). `cert` (certificate chain, leaf first) and `key` (PEM): as `signer_files`
+    takes them."""
     import c2pa
 
     cert, key = signer_files(cert, key)
@@ -192,7 +198,7 @@ def sign_mp4(path: str | Path, model_digest: str, cert: str | Path | None = None
     signed = path.with_name(f".{path.stem}.signed{path.suffix}")
     try:
         signer = c2pa.Signer.from_info(c2pa.C2paSignerInfo(_algorithm(key_pem, key), cert.read_bytes(), key_pem, None))
-        with c2pa.Builder(json.dumps(manifest(path.name, model_digest))) as builder:
+        with c2pa.Builder(json.dumps(manifest(path.name, parameters))) as builder:
             builder.sign_file(path, signed, signer)
     except c2pa.C2paError as error:
         signed.unlink(missing_ok=True)
@@ -211,6 +217,7 @@ class Credentials:
     generator: str = ""
     digital_source_type: str = ""
     model_weights: str = ""
+    training_step: int | None = None  # training's frame grids name the step instead of the weights
     problems: tuple[str, ...] = ()  # validation failure codes
 
     @property
@@ -253,5 +260,6 @@ def read_credentials(path: str | Path, trust_anchors: str | Path | None = None) 
         generator=" ".join(filter(None, (generators[0].get("name"), generators[0].get("version")))),
         digital_source_type=created.get("digitalSourceType", ""),
         model_weights=(created.get("parameters") or {}).get("model_weights", ""),
+        training_step=(created.get("parameters") or {}).get("training_step"),
         problems=problems,
     )

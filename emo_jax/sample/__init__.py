@@ -60,7 +60,8 @@ def sample_video(
 
     provenance: the video says it is AI-generated three ways (`emo_jax.provenance`): the frames carry the
     invisible watermark, the container the notice tags, and the file a C2PA manifest signed with `sign_cert` /
-    `sign_key` (PEM; neither: the user's local signer). False: none of them (research only)."""
+    `sign_key` (PEM; neither: the user's local signer); the strip carries the notice and a manifest. False:
+    none of them (research only)."""
     from tqdm import tqdm
 
     from emo_jax.audio import build_audio_encoder, frame_features
@@ -104,10 +105,12 @@ def sample_video(
     finally:
         Progress.step = None
         bar.close()
-    if signer is not None:
-        credentials.sign_mp4(out, credentials.weights_digest(bundle.model), *signer)
     strip = out.with_suffix(".png")
     _write_strip(strip, [reference.image] + strip_frames, provenance)
+    if signer is not None:
+        identity = {"model_weights": credentials.weights_digest(bundle.model)}
+        for path in (out, strip):
+            credentials.sign_file(path, identity, *signer)
     return SampleResult(out, strip, total, waveform.size / 16000, fps, clips, time.perf_counter() - start)
 
 

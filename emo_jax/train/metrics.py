@@ -20,6 +20,7 @@ import numpy as np
 from etils import epath
 
 from emo_jax.paths import is_remote, location
+from emo_jax.provenance.credentials import sign_file
 from emo_jax.provenance.metadata import png_info
 
 # Dense bf16 peak FLOP/s per device, by `device_kind` prefix (vendor datasheets); others report no MFU.
@@ -102,8 +103,8 @@ class MetricWriter:
         self._upload()
 
     def image(self, step: int, grid: np.ndarray) -> epath.Path | None:
-        """Writes the grid [H, W, 3] uint8 as images/step_<step>.png and to TensorBoard. -> its path in the
-        workdir."""
+        """Writes the grid [H, W, 3] uint8 as images/step_<step>.png (marked as AI-generated: text chunks and a
+        C2PA manifest signed by the local signer) and to TensorBoard. -> its path in the workdir."""
         if not self.active:
             return None
         from PIL import Image
@@ -111,6 +112,7 @@ class MetricWriter:
         name = f"images/step_{step:07d}.png"
         (self.local / "images").mkdir(exist_ok=True)
         Image.fromarray(grid).save(self.local / name, pnginfo=png_info())
+        sign_file(self.local / name, {"training_step": step})
         self.tensorboard.add_image("predicted_frames", grid, step, dataformats="HWC")
         self._upload()
         return self.workdir / name
