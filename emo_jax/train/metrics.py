@@ -4,12 +4,14 @@ Only process 0 writes. Files in the workdir:
     metrics.jsonl        one line per log step: step, loss, loss per timestep bucket, lr, grad norm, step time,
                          examples/s, FLOP/s and MFU (where the device's peak is known), memory in use
     events.out.tfevents  the same scalars, and the frame grids, for TensorBoard
-    images/step_N.png    predicted clean frames of the first sample (bottom row) under the truth (top row)
+    images/step_N.png    predicted clean frames of the first sample (bottom row) under the truth (top row),
+                         marked as AI-generated (text chunks, a C2PA manifest)
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import time
@@ -22,6 +24,8 @@ from etils import epath
 from emo_jax.paths import is_remote, location
 from emo_jax.provenance.credentials import sign_file
 from emo_jax.provenance.metadata import png_info
+
+log = logging.getLogger(__name__)
 
 # Dense bf16 peak FLOP/s per device, by `device_kind` prefix (vendor datasheets); others report no MFU.
 PEAK_FLOPS = {
@@ -112,7 +116,10 @@ class MetricWriter:
         name = f"images/step_{step:07d}.png"
         (self.local / "images").mkdir(exist_ok=True)
         Image.fromarray(grid).save(self.local / name, pnginfo=png_info())
-        sign_file(self.local / name, {"training_step": step})
+        try:
+            sign_file(self.local / name, {"training_step": step})
+        except (OSError, ValueError) as error:  # e.g. no writable config folder for the local key: train on
+            log.warning("frame grid %s left without content credentials: %s", name, error)
         self.tensorboard.add_image("predicted_frames", grid, step, dataformats="HWC")
         self._upload()
         return self.workdir / name
