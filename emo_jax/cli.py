@@ -321,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="is this video marked as AI-generated? (C2PA manifest, metadata tags, invisible watermark)",
         description="Exit code 0 when at least one of the three marks says the file is AI-generated, else 1.",
     )
-    provenance.add_argument("file", help="a video file (.mp4, ...)")
+    provenance.add_argument("file", help="a video (.mp4, ...), or a PNG strip or frame grid emo-jax wrote")
     provenance.add_argument("--trust-anchors", help="PEM file of CA certificates whose signers count as trusted")
     provenance.set_defaults(func=_provenance)
 

@@ -10,7 +10,7 @@ from emo_jax.data.video import Mp4Writer
 from emo_jax.eval import watermark as robustness
 from emo_jax.provenance import credentials, watermark
 from emo_jax.provenance.check import inspect
-from emo_jax.provenance.metadata import container_tags
+from emo_jax.provenance.metadata import container_tags, png_info
 
 FPS = 25.0
 
@@ -175,6 +175,12 @@ def test_provenance_command_finds_each_mark_and_exit_codes_say_whether_any(video
     (tmp_path / "tampered.mp4").write_bytes(tampered)
     code, out = run(tmp_path / "tampered.mp4")
     assert "TAMPERED" in out and code == 0  # the tags and the watermark still say it
+
+    grid = tmp_path / "grid.png"
+    Image.fromarray(videos["clean"][0]).save(grid, pnginfo=png_info())
+    credentials.sign_file(grid, {"training_step": 7})
+    code, out = run(grid)
+    assert code == 0 and "model training step 7" in out and "metadata tags: Comment, Description" in out
 
     (tmp_path / "notes.txt").write_text("not a video")
     with pytest.raises(SystemExit) as exit:

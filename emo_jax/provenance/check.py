@@ -15,7 +15,7 @@ class Findings:
     path: Path
     credentials: Credentials
     tags: dict[str, str]  # the container tags that carry emo-jax's notice
-    mark: watermark.Reading | None  # None: too few frames to read
+    mark: watermark.Reading | None  # None: an image, or too few frames to read
 
     @property
     def synthetic(self) -> bool:
@@ -24,14 +24,22 @@ class Findings:
 
 
 def inspect(path: str | Path, trust_anchors: str | Path | None = None) -> Findings:
-    """Reads a video's manifest, tags and watermark; `VideoError` naming the file if it is not a video."""
+    """Reads a video's (or a PNG strip's or frame grid's) manifest, tags and watermark; `VideoError` naming the
+    file if it is neither."""
     from emo_jax.data.video import read_tags
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    tags = {k: v for k, v in read_tags(path).items() if v == NOTICE}
-    return Findings(path, read_credentials(path, trust_anchors), tags, watermark.read_file(path))
+    if path.suffix.lower() == ".png":  # text chunks; one image carries no watermark
+        from PIL import Image
+
+        with Image.open(path) as image:
+            tags, mark = {k: v for k, v in image.text.items() if v == NOTICE}, None
+    else:
+        tags = {k: v for k, v in read_tags(path).items() if v == NOTICE}
+        mark = watermark.read_file(path)
+    return Findings(path, read_credentials(path, trust_anchors), tags, mark)
 
 
 def report(found: Findings) -> str:
@@ -43,12 +51,13 @@ def report(found: Findings) -> str:
         manifest = f"TAMPERED: the file or its manifest changed after signing ({', '.join(c.problems)})"
     else:
         trust = "trusted signer" if c.trusted else "untrusted signer (not on a trust list given here)"
+        model = c.model_weights or (f"training step {c.training_step}" if c.training_step is not None else "")
         manifest = (
             f"valid signature, {trust}: {c.signer}; generator {c.generator}; source type "
-            f"{c.digital_source_type or 'not stated'}; model {c.model_weights or 'not stated'}"
+            f"{c.digital_source_type or 'not stated'}; model {model or 'not stated'}"
         )
     if found.mark is None:
-        mark = "too few frames to read"
+        mark = "none in an image" if found.path.suffix.lower() == ".png" else "too few frames to read"
     else:
         m = found.mark
         verdict = "found" if m.found else "not found"
