@@ -170,11 +170,12 @@ def test_provenance_command_finds_each_mark_and_exit_codes_say_whether_any(video
     code, out = run(re_encoded)
     assert code == 0 and "content credentials (C2PA): none" in out and "invisible watermark: found" in out
 
-    tampered = bytearray(full.read_bytes())
-    tampered[tampered.find(b"mdat") + 64] ^= 0xFF
-    (tmp_path / "tampered.mp4").write_bytes(tampered)
-    code, out = run(tmp_path / "tampered.mp4")
-    assert "TAMPERED" in out and code == 0  # the tags and the watermark still say it
+    for where in (b"mdat", b"c2pa.actions"):  # a byte of the frames, then of the manifest
+        tampered = bytearray(full.read_bytes())
+        tampered[tampered.find(where) + 64] ^= 0xFF
+        (tmp_path / "tampered.mp4").write_bytes(tampered)
+        code, out = run(tmp_path / "tampered.mp4")
+        assert "TAMPERED" in out and code == 0, where  # the tags and the watermark still say it
 
     grid = tmp_path / "grid.png"
     Image.fromarray(videos["clean"][0]).save(grid, pnginfo=png_info())
