@@ -84,3 +84,16 @@ def test_every_key_is_used_and_a_missing_or_stray_one_is_named():
     message = str(error.value)
     assert "syncnet_v2.model" in message and "extra.weight" in message
     assert "netcnnlip.1.var" in message and "netcnnaud.99.running_mean" in message
+
+
+@pytest.mark.parity
+@pytest.mark.slow
+def test_sync_scores_run_end_to_end_on_a_converted_network():
+    from emo_jax.eval.sync import SHIFT, sync_scores
+
+    model = from_syncnet_state_dict(state_dict_numpy(torch_syncnet()), source="random syncnet")
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (12, 224, 224, 3), dtype=np.uint8)
+    result = sync_scores(model, frames, rng.standard_normal(8000).astype(np.float32) * 0.1, batch=4)
+    assert result.mean_distances.shape == (2 * SHIFT + 1,) and np.isfinite(result.mean_distances).all()
+    assert result.confidence >= 0 and result.distance == result.mean_distances.min()
