@@ -15,11 +15,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import linen, nnx
 
-from emo_jax.convert.state_dict import ConversionError, format_keys, load_state_dict
+from emo_jax.convert.batch_norm import load_with_statistics
 
 EMBEDDING = 1024
 
@@ -107,34 +106,4 @@ def from_syncnet_state_dict(state_dict: Mapping[str, np.ndarray], *, source: str
     """`syncnet_v2.model` (a PyTorch state dict of `SyncNetModel.S`) -> SyncNet. Strict: every parameter and
     batch-norm statistic filled, every key used (`num_batches_tracked` ignored on purpose); else
     `ConversionError` listing them all."""
-    model = SyncNet(nnx.Rngs(0))
-    statistics = {"running_mean": "mean", "running_var": "var"}
-
-    def parameters_only(key: str) -> str | None:
-        return None if key.rpartition(".")[2] in (*statistics, "num_batches_tracked") else key
-
-    stats = {".".join(map(str, p)): (p, v) for p, v in nnx.to_flat_state(nnx.state(model, nnx.BatchStat))}
-    filled, unexpected = {}, []
-    for key, value in state_dict.items():
-        stem, _, leaf = key.rpartition(".")
-        if leaf not in statistics:
-            continue
-        target = f"{stem}.{statistics[leaf]}"
-        if target not in stats or tuple(stats[target][1].shape) != np.shape(value):
-            unexpected.append(f"{key} {np.shape(value)}")
-            continue
-        path, variable = stats[target]
-        filled[target] = (path, variable.replace(jnp.asarray(value, jnp.float32)))
-    problems = []
-    if missing := sorted(set(stats) - set(filled)):
-        problems.append(format_keys("batch-norm statistics with no key", missing))
-    if unexpected:
-        problems.append(format_keys("statistics keys SyncNet has no place for (or the wrong shape)", unexpected))
-    try:
-        model = load_state_dict(model, state_dict, source=source, rename=parameters_only)
-    except ConversionError as error:  # one error lists every bad key
-        raise ConversionError("\n".join([str(error), *problems])) from None
-    if problems:
-        raise ConversionError("\n".join([f"{source}: the state dict does not match SyncNet.", *problems]))
-    nnx.update(model, nnx.from_flat_state(list(filled.values())))
-    return model
+    return load_with_statistics(SyncNet(nnx.Rngs(0)), state_dict, source=source)
