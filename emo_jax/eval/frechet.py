@@ -10,6 +10,7 @@ negligible), so a number from here is the number those tools give on the same fe
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 
@@ -41,7 +42,9 @@ def frechet_distance(a: Gaussian, b: Gaussian) -> float:
     if a.mean.shape != b.mean.shape:
         raise ValueError(f"feature sizes differ: {a.mean.shape[0]} and {b.mean.shape[0]}")
     difference = a.mean - b.mean
-    root = linalg.sqrtm(a.covariance @ b.covariance)
+    with warnings.catch_warnings():  # a singular product (fewer samples than features) is handled below
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        root = linalg.sqrtm(a.covariance @ b.covariance)
     if not np.isfinite(root).all():
         ridge = RIDGE * np.eye(len(a.mean))
         root = linalg.sqrtm((a.covariance + ridge) @ (b.covariance + ridge))
