@@ -287,6 +287,23 @@ def _build_dataset(args: argparse.Namespace) -> None:
     print(f"emo_clips/{args.config}: {split.num_examples} clips in {split.num_shards} shards at {builder.data_dir}")
 
 
+def _eval(args: argparse.Namespace) -> None:
+    from emo_jax.eval import report
+
+    metrics = report.parse_metrics(args.metrics)
+    if args.random_weights:
+        print(
+            "emo-jax eval: warning: --random-weights: random metric networks, the numbers mean nothing", file=sys.stderr
+        )
+        networks = report.random_networks(metrics)
+    else:
+        networks = report.load_networks(metrics, inception=args.inception, syncnet=args.syncnet, arcface=args.arcface)
+    result = report.evaluate(Path(args.generated), Path(args.real), metrics, networks, reference=args.reference)
+    report.write(result, Path(args.out))
+    print(report.markdown(result))
+    print(f"emo-jax eval: {args.out} and {Path(args.out).with_suffix('.md')}")
+
+
 def _bench(args: argparse.Namespace) -> None:
     from emo_jax import bench
 
@@ -324,6 +341,22 @@ def build_parser() -> argparse.ArgumentParser:
     provenance.add_argument("file", help="a video (.mp4, ...), or a PNG strip or frame grid emo-jax wrote")
     provenance.add_argument("--trust-anchors", help="PEM file of CA certificates whose signers count as trusted")
     provenance.set_defaults(func=_provenance)
+
+    evaluation = sub.add_parser(
+        "eval",
+        help="the paper's metrics (FID, Sync-C/D, F-SIM) of generated videos against real ones",
+        description="Pairs videos by file name; weights files are given by path (README, Evaluation).",
+    )
+    evaluation.add_argument("--generated", required=True, help="folder of generated videos")
+    evaluation.add_argument("--real", required=True, help="folder of the real videos, same names")
+    evaluation.add_argument("--metrics", default="fid,sync,fsim", help="comma-separated: fid, sync, fsim")
+    evaluation.add_argument("--reference", type=Path, help="folder of reference images by name (F-SIM)")
+    evaluation.add_argument("--inception", help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth (FID)")
+    evaluation.add_argument("--syncnet", help="syncnet_python's syncnet_v2.model (Sync-C / Sync-D)")
+    evaluation.add_argument("--arcface", help="an arcface_torch backbone.pth (F-SIM)")
+    evaluation.add_argument("--out", default="report.json", help="JSON report; the table goes beside it as .md")
+    evaluation.add_argument("--random-weights", action="store_true", help="testing only: random metric networks")
+    evaluation.set_defaults(func=_eval)
 
     export = sub.add_parser("export", help="training run -> small self-contained bundle for sampling")
     export.add_argument("checkpoint", help="training workdir or checkpoint step folder")
