@@ -16,7 +16,7 @@ def test_help_lists_every_subcommand(capsys):
         main(["--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
-    for name in ["demo", "sample", "provenance", "export", "train", "train-vae", "convert", "bench"]:
+    for name in ["demo", "sample", "provenance", "eval", "export", "train", "train-vae", "convert", "bench"]:
         assert name in out
 
 
