@@ -297,7 +297,8 @@ def _eval(args: argparse.Namespace) -> None:
         )
         networks = report.random_networks(metrics)
     else:
-        networks = report.load_networks(metrics, inception=args.inception, syncnet=args.syncnet, arcface=args.arcface)
+        weights = dict(inception=args.inception, syncnet=args.syncnet, arcface=args.arcface, face3d=args.face3d)
+        networks = report.load_networks(metrics, **weights)
     result = report.evaluate(Path(args.generated), Path(args.real), metrics, networks, reference=args.reference)
     report.write(result, Path(args.out))
     print(report.markdown(result))
@@ -344,16 +345,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluation = sub.add_parser(
         "eval",
-        help="the paper's metrics (FID, Sync-C/D, F-SIM) of generated videos against real ones",
+        help="the paper's metrics (FID, Sync-C/D, F-SIM, E-FID) of generated videos against real ones",
         description="Pairs videos by file name; weights files are given by path (README, Evaluation).",
     )
     evaluation.add_argument("--generated", required=True, help="folder of generated videos")
     evaluation.add_argument("--real", required=True, help="folder of the real videos, same names")
-    evaluation.add_argument("--metrics", default="fid,sync,fsim", help="comma-separated: fid, sync, fsim")
+    evaluation.add_argument("--metrics", default="fid,sync,fsim", help="comma-separated: fid, sync, fsim, efid")
     evaluation.add_argument("--reference", type=Path, help="folder of reference images by name (F-SIM)")
     evaluation.add_argument("--inception", help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth (FID)")
     evaluation.add_argument("--syncnet", help="syncnet_python's syncnet_v2.model (Sync-C / Sync-D)")
     evaluation.add_argument("--arcface", help="an arcface_torch backbone.pth (F-SIM)")
+    evaluation.add_argument("--face3d", help="Deep3DFaceRecon_pytorch's epoch_20.pth (E-FID)")
     evaluation.add_argument("--out", default="report.json", help="JSON report; the table goes beside it as .md")
     evaluation.add_argument("--random-weights", action="store_true", help="testing only: random metric networks")
     evaluation.set_defaults(func=_eval)

@@ -18,7 +18,8 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     """Weights file -> {key: numpy array}. bf16 tensors come back as ml_dtypes bfloat16 arrays.
 
     `.safetensors` needs only the safetensors package; `.bin/.pt/.pth/.ckpt` need torch (loaded with
-    `weights_only=True`). A checkpoint that wraps its tensors in {'state_dict': ...} is unwrapped.
+    `weights_only=True`). A checkpoint that wraps its tensors in {'state_dict': ...} or {'net_recon': ...} (with
+    other entries beside it) is unwrapped.
     """
     path = Path(path)
     if not path.is_file():
@@ -43,8 +44,9 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as e:  # torch raises many types for a corrupt or non-pickle file
             raise ConversionError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
-        if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-            obj = obj["state_dict"]
+        for wrapper in ("state_dict", "net_recon"):  # Lightning-style, Deep3DFaceRecon's epoch_20.pth
+            if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+                obj = obj[wrapper]
         if not isinstance(obj, dict):
             raise ConversionError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
         return {

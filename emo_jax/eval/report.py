@@ -1,7 +1,7 @@
 """`emo-jax eval`: the EMO paper's table (Table 1) for a folder of generated videos against the real ones.
 
-    emo-jax eval --generated out/ --real hdtf_test/ --metrics fid,sync,fsim --inception pt_inception.pth \
-        --syncnet syncnet_v2.model --arcface backbone.pth [--reference refs/] [--out report.json]
+    emo-jax eval --generated out/ --real hdtf_test/ --metrics fid,sync,fsim,efid --inception pt_inception.pth \
+        --syncnet syncnet_v2.model --arcface backbone.pth --face3d epoch_20.pth [--reference refs/] [--out r.json]
 
 Videos pair by file name without extension; names on one side only are listed in the report, never dropped
 silently. Frames are read at 25 fps (SyncNet's rate). Per metric:
@@ -9,10 +9,12 @@ silently. Frames are read at 25 fps (SyncNet's rate). Per metric:
   sync   Sync-C / Sync-D of each generated video with its own audio track (the real video's where the generated
          one has none), on syncnet_python's face crop, averaged over the videos;
   fsim   100 x cosine similarity of ArcFace embeddings of each generated frame's face with the reference face
-         (`--reference DIR/<name>.png|jpg`, else the real video's first frame), averaged.
-Faces are found by the preprocessing detector and smoothed over 5 frames. F-SIM crops the detected face's
-square (no five-point alignment, which the detector cannot give: a departure from ArcFace's training crops).
-FVD and E-FID are not built yet and are refused by name. Weights are read from the paths given (never
+         (`--reference DIR/<name>.png|jpg`, else the real video's first frame), averaged;
+  efid   the Frechet distance of Deep3DFaceRecon's expression coefficients (64 per frame) of every generated
+         frame's face against every real frame's.
+Faces are found by the preprocessing detector and smoothed over 5 frames. F-SIM and E-FID crop the detected
+face's square (no five-point alignment, which the detector cannot give: a departure from the networks' training
+crops). FVD is not built yet and is refused by name. Weights are read from the paths given (never
 downloaded); `random_networks` gives random-weight networks whose numbers mean nothing, for exercising the
 pipeline.
 """
@@ -27,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 METRICS = ("fid", "fvd", "sync", "fsim", "efid")
-BUILT = ("fid", "sync", "fsim")
+BUILT = ("fid", "sync", "fsim", "efid")
 FPS = 25.0
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -44,6 +46,7 @@ class Networks:
     inception: object = None
     syncnet: object = None
     arcface: object = None
+    face3d: object = None
 
 
 def parse_metrics(text: str) -> list[str]:
@@ -56,16 +59,18 @@ def parse_metrics(text: str) -> list[str]:
     return names
 
 
-def load_networks(metrics: list[str], *, inception=None, syncnet=None, arcface=None) -> Networks:
+def load_networks(metrics: list[str], *, inception=None, syncnet=None, arcface=None, face3d=None) -> Networks:
     """Converted networks for `metrics` from the weight files given; a needed file missing is named."""
     from emo_jax.convert.files import read_state_dict
     from emo_jax.eval.arcface import from_arcface_state_dict
+    from emo_jax.eval.face3d import from_deep3d_state_dict
     from emo_jax.eval.inception import from_fid_inception_state_dict
     from emo_jax.eval.syncnet import from_syncnet_state_dict
 
     wanted = {"fid": ("inception", inception, from_fid_inception_state_dict)}
     wanted |= {"sync": ("syncnet", syncnet, from_syncnet_state_dict)}
     wanted |= {"fsim": ("arcface", arcface, from_arcface_state_dict)}
+    wanted |= {"efid": ("face3d", face3d, from_deep3d_state_dict)}
     networks = Networks()
     for metric in metrics:
         field, path, convert = wanted[metric]
@@ -80,6 +85,7 @@ def random_networks(metrics: list[str]) -> Networks:
     from flax import nnx
 
     from emo_jax.eval.arcface import DEPTHS, IResNet
+    from emo_jax.eval.face3d import FaceReconstruction
     from emo_jax.eval.inception import FIDInceptionV3
     from emo_jax.eval.syncnet import SyncNet
 
@@ -87,6 +93,7 @@ def random_networks(metrics: list[str]) -> Networks:
         inception=FIDInceptionV3(nnx.Rngs(0)) if "fid" in metrics else None,
         syncnet=SyncNet(nnx.Rngs(1)) if "sync" in metrics else None,
         arcface=IResNet(DEPTHS["r18"], nnx.Rngs(2)) if "fsim" in metrics else None,
+        face3d=FaceReconstruction(nnx.Rngs(3)) if "efid" in metrics else None,
     )
 
 
@@ -190,6 +197,7 @@ def evaluate(
 
     pairs, only_generated, only_real = pair_videos(generated, real)
     features = {"generated": [], "real": []}
+    expressions = {"generated": [], "real": []}
     per_video = []
     for name, ours, theirs in tqdm(pairs, desc="emo-jax eval", unit="video", disable=not progress):
         frames = np.stack(list(read_frames(ours, FPS)))
@@ -198,7 +206,7 @@ def evaluate(
         if "fid" in metrics:
             for side, video in (("generated", frames), ("real", truth)):
                 features[side].append(_batched(networks.inception, video.astype(np.float32) / 255, batch))
-        if "sync" in metrics or "fsim" in metrics:
+        if "sync" in metrics or "fsim" in metrics or "efid" in metrics:
             boxes = face_boxes(frames)
         if "sync" in metrics:
             try:
@@ -212,11 +220,18 @@ def evaluate(
             face = face_crops(image[None], face_boxes(image[None]))[0]
             similarity = face_similarity(networks.arcface, face_crops(frames, boxes).astype(np.float32), face)
             row["F-SIM"] = float(similarity.mean())
+        if "efid" in metrics:
+            for side, video, found in (("generated", frames, boxes), ("real", truth, face_boxes(truth))):
+                crops = face_crops(video, found, size=224).astype(np.float32)
+                expressions[side].append(_batched(networks.face3d.expression, crops, batch))
         per_video.append(row)
     summary = {}
     if "fid" in metrics:
         gen, ref = (Gaussian.of(np.concatenate(features[s])) for s in ("generated", "real"))
         summary["FID"] = frechet_distance(gen, ref)
+    if "efid" in metrics:
+        gen, ref = (Gaussian.of(np.concatenate(expressions[s])) for s in ("generated", "real"))
+        summary["E-FID"] = frechet_distance(gen, ref)
     for column in ("Sync-C", "Sync-D", "F-SIM"):
         if per_video and column in per_video[0]:
             summary[column] = float(np.mean([row[column] for row in per_video]))
