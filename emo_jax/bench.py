@@ -651,6 +651,43 @@ def bench_sample(args: argparse.Namespace) -> None:
     args.results.add("denoising loop memory (estimate)", peak, "GiB")
 
 
+def bench_metrics(args: argparse.Namespace) -> None:
+    """Frames per second through each evaluation network (`emo-jax eval`; random weights: the cost does not
+    depend on them), and the time an HDTF-size test set would take (`--videos` of `--seconds` at 25 fps, both
+    sides of FID and E-FID, one side of Sync and F-SIM)."""
+    import jax.numpy as jnp
+
+    from emo_jax.eval.report import random_networks
+
+    networks = random_networks(["fid", "sync", "fsim", "efid"])
+    b, rng = args.batch, np.random.default_rng(0)
+    cases = {  # name: (forward, input of one batch, frames per item, passes over the test set)
+        "FID Inception (299 px)": (networks.inception, rng.uniform(0, 1, (b, 256, 256, 3)), 1, 2),
+        "SyncNet lip tower (5 x 224 px)": (
+            networks.syncnet.forward_lip,
+            rng.uniform(0, 255, (b, 5, 224, 224, 3)),
+            1,
+            1,
+        ),
+        "SyncNet audio tower": (networks.syncnet.forward_aud, rng.standard_normal((b, 13, 20, 1)), 1, 1),
+        "ArcFace r18 (112 px)": (networks.arcface, rng.uniform(0, 255, (b, 112, 112, 3)), 1, 1),
+        "Deep3DFaceRecon ResNet-50 (224 px)": (networks.face3d, rng.uniform(0, 255, (b, 224, 224, 3)), 1, 2),
+    }
+    frames = args.videos * args.seconds * 25
+    total = 0.0
+    print(f"metrics: batch {b} on {jax.devices()[0].device_kind}; test set {args.videos} videos x {args.seconds:g} s")
+    for name, (forward, inputs, per_item, passes) in cases.items():
+        jitted, x = jax.jit(lambda v, f=forward: f(v)), jnp.asarray(inputs, jnp.float32)
+        with LoadMeter() as meter:
+            seconds = median_seconds(lambda: jitted(x).block_until_ready(), warmup=1, repeats=args.repeats)
+        rate = b * per_item / seconds
+        total += passes * frames / rate
+        print(f"  {name}: {rate:.1f} frames/s; {meter.load.describe()}")
+        args.results.add(f"{name} frames per second", rate, "frames/s")
+    print(f"  estimated time for the test set: {total / 60:.1f} min (plus video decoding and face detection)")
+    args.results.add("estimated evaluation time of the test set", total / 60, "min")
+
+
 def _memory(compiled) -> tuple[str, float]:
     """XLA's memory analysis of a compiled function: (its sizes as text, 'argument 1.00 GiB, ...', the peak
     estimate argument + output + temp - alias in GiB)."""
@@ -734,6 +771,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--compile-only", action="store_true", help="compile the denoising loop from shapes alone: memory, no run"
     )
     sample.set_defaults(func=bench_sample, overrides=[])
+
+    metrics = add("metrics", help="frames/s through each emo-jax eval network, and a test set's estimated time")
+    metrics.add_argument("--batch", type=int, default=8)
+    metrics.add_argument("--repeats", type=int, default=3)
+    metrics.add_argument("--videos", type=int, default=10, help="test-set videos (HDTF's EMO split: about 10)")
+    metrics.add_argument("--seconds", type=float, default=60.0, help="seconds per test video")
+    metrics.set_defaults(func=bench_metrics)
 
     for name, func, what in (
         ("train", bench_train, "training steps of a config: time, examples/s, MFU"),
