@@ -27,6 +27,22 @@ def perturb_vectors(torch_module, seed: int = 0, scale: float = 0.1) -> None:
                 param.add_(scale * torch.randn(param.shape, generator=gen))
 
 
+def randomize_for_evaluation(torch_module, seed: int = 0):
+    """Random batch-norm running statistics (mean ~ N(0, 0.1), variance in [0.5, 1.5]) and perturbed 1-D
+    parameters, then eval mode: a network that runs on its stored statistics, with nothing left at a default
+    that would hide a mapping bug. Returns the module."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in torch_module.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.running_mean.normal_(0, 0.1, generator=generator)
+                module.running_var.uniform_(0.5, 1.5, generator=generator)
+    perturb_vectors(torch_module, seed)
+    return torch_module.eval()
+
+
 def state_dict_numpy(torch_module) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy() for k, v in torch_module.state_dict().items()}
 

@@ -3,7 +3,7 @@
 
 import numpy as np
 import pytest
-from peers import perturb_vectors, rel_err, require, state_dict_numpy
+from peers import randomize_for_evaluation, rel_err, require, state_dict_numpy
 
 from emo_jax.convert.state_dict import ConversionError
 from emo_jax.eval.arcface import depths_of, face_similarity, from_arcface_state_dict
@@ -45,13 +45,7 @@ def torch_iresnet(depths=(2, 2, 2, 2)):
             return self.features(self.fc(torch.flatten(self.bn2(x), 1)))
 
     net = Net()
-    generator = torch.Generator().manual_seed(0)
-    for module in net.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.running_mean.normal_(0, 0.1, generator=generator)
-            module.running_var.uniform_(0.5, 1.5, generator=generator)
-    perturb_vectors(net)
-    return net.eval()
+    return randomize_for_evaluation(net)
 
 
 @pytest.mark.parity

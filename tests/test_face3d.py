@@ -3,7 +3,7 @@
 
 import numpy as np
 import pytest
-from peers import perturb_vectors, rel_err, require, state_dict_numpy
+from peers import randomize_for_evaluation, rel_err, require, state_dict_numpy
 
 from emo_jax.convert.files import read_state_dict
 from emo_jax.eval.face3d import EXPRESSION, from_deep3d_state_dict
@@ -58,13 +58,7 @@ def torch_reconstruction():
             return torch.flatten(torch.cat([layer(x) for layer in self.final_layers], 1), 1)
 
     net = Wrapper()
-    generator = torch.Generator().manual_seed(0)
-    for module in net.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.normal_(0, 0.1, generator=generator)
-            module.running_var.uniform_(0.5, 1.5, generator=generator)
-    perturb_vectors(net)
-    return net.eval()  # fmt: skip
+    return randomize_for_evaluation(net)  # fmt: skip
 
 
 @pytest.mark.parity

@@ -3,7 +3,7 @@ joonson/syncnet_python (not on PyPI), on random weights and random batch-norm st
 
 import numpy as np
 import pytest
-from peers import perturb_vectors, rel_err, require, state_dict_numpy
+from peers import randomize_for_evaluation, rel_err, require, state_dict_numpy
 
 from emo_jax.convert.state_dict import ConversionError
 from emo_jax.eval.syncnet import from_syncnet_state_dict
@@ -47,13 +47,7 @@ def torch_syncnet():
     )
     for name in ("netfcaud", "netfclip"):
         setattr(s, name, nn.Sequential(nn.Linear(512, 512), nn.BatchNorm1d(512), nn.ReLU(), nn.Linear(512, 1024)))
-    generator = torch.Generator().manual_seed(0)
-    for module in s.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.running_mean.normal_(0, 0.1, generator=generator)
-            module.running_var.uniform_(0.5, 1.5, generator=generator)
-    perturb_vectors(s)
-    return s.eval()  # fmt: skip
+    return randomize_for_evaluation(s)  # fmt: skip
 
 
 @pytest.mark.parity
