@@ -26,13 +26,13 @@ def _sample(args: argparse.Namespace) -> None:
     from emo_jax.sample import SamplingSettings, load_bundle, sample_video
     from emo_jax.sample.inputs import check_output
 
-    check_output(args.out)  # before loading anything
     if args.no_provenance:
         print(
             f"emo-jax {args.command}: warning: --no-provenance: {args.out} will carry no mark that it is "
             "AI-generated (no content credentials, metadata or watermark). For research only; do not share it.",
             file=sys.stderr,
         )
+    check_output(args.out)  # before loading anything
     bundle = load_bundle(args.checkpoint or DEMO_MODEL)
     settings = SamplingSettings.from_config(
         bundle.config,

@@ -32,9 +32,11 @@ def test_demo_writes_a_talking_video_from_the_bundled_model(tmp_path, capsys):
 
 
 def test_no_provenance_warns_before_any_work(tmp_path, capsys):
+    out = str(tmp_path / "missing" / "o.mp4")  # refused before any model is loaded
     with pytest.raises(SystemExit):
-        main(["sample", "--no-provenance", "--image", "x.png", "--audio", "x.wav", "--out", str(tmp_path / "o.mp4")])
-    assert "warning: --no-provenance" in capsys.readouterr().err
+        main(["sample", "--no-provenance", "--image", "x.png", "--audio", "x.wav", "--out", out])
+    err = capsys.readouterr().err
+    assert "warning: --no-provenance" in err and "does not exist" in err
 
 
 def test_sample_refuses_a_missing_output_folder_before_any_work(tmp_path, capsys):
@@ -163,7 +165,7 @@ def test_info_counts_parameters_per_part(capsys):
     "argv",
     [
         ["unet", "--channels", "32,32", "--size", "8", "--batch", "1", "--tokens", "4", "--cross-dim", "32"],
-        ["audio", "--seconds", "0.5"],
+        pytest.param(["audio", "--seconds", "0.5"], marks=pytest.mark.slow),  # the unet case covers the harness
         pytest.param(
             ["unet", "--channels", "32,32", "--size", "8", "--batch", "1", "--tokens", "4", "--cross-dim", "32"]
             + ["--backward", "--profile"],
@@ -189,6 +191,7 @@ def test_benchmarks_run_and_agree_with_pytorch(argv, capsys):
         assert "| convolution |" in out and "| busy cores |" in out
 
 
+@pytest.mark.slow  # ~30 s on 2 cores (two clips of the tiny model, then the loop compiled again for its memory)
 def test_the_sampling_benchmark_times_clips_and_reports_the_loops_memory(capsys, tmp_path):
     from emo_jax import bench
 
