@@ -654,15 +654,18 @@ def bench_sample(args: argparse.Namespace) -> None:
 def bench_metrics(args: argparse.Namespace) -> None:
     """Frames per second through each evaluation network (`emo-jax eval`; random weights: the cost does not
     depend on them), and the time an HDTF-size test set would take (`--videos` of `--seconds` at 25 fps, both
-    sides of FID and E-FID, one side of Sync and F-SIM)."""
+    sides of FID, FVD and E-FID, one side of Sync and F-SIM)."""
     import jax.numpy as jnp
 
-    from emo_jax.eval.report import random_networks
+    from emo_jax.eval.i3d import CLIP_FRAMES
+    from emo_jax.eval.report import I3D_BATCH, METRICS, random_networks
 
-    networks = random_networks(["fid", "sync", "fsim", "efid"])
+    networks = random_networks(list(METRICS))
     b, rng = args.batch, np.random.default_rng(0)
+    clips = rng.uniform(0, 1, (I3D_BATCH, CLIP_FRAMES, 256, 256, 3))
     cases = {  # name: (forward, input of one batch, frames per item, passes over the test set)
         "FID Inception (299 px)": (networks.inception, rng.uniform(0, 1, (b, 256, 256, 3)), 1, 2),
+        f"FVD I3D ({CLIP_FRAMES} x 224 px clips)": (networks.i3d, clips, CLIP_FRAMES, 2),
         "SyncNet lip tower (5 x 224 px)": (
             networks.syncnet.forward_lip,
             rng.uniform(0, 255, (b, 5, 224, 224, 3)),
@@ -680,7 +683,7 @@ def bench_metrics(args: argparse.Namespace) -> None:
         jitted, x = jax.jit(lambda v, f=forward: f(v)), jnp.asarray(inputs, jnp.float32)
         with LoadMeter() as meter:
             seconds = median_seconds(lambda: jitted(x).block_until_ready(), warmup=1, repeats=args.repeats)
-        rate = b * per_item / seconds
+        rate = len(inputs) * per_item / seconds
         total += passes * frames / rate
         print(f"  {name}: {rate:.1f} frames/s; {meter.load.describe()}")
         args.results.add(f"{name} frames per second", rate, "frames/s")

@@ -290,19 +290,32 @@ def _build_dataset(args: argparse.Namespace) -> None:
 def _eval(args: argparse.Namespace) -> None:
     from emo_jax.eval import report
 
-    metrics = report.parse_metrics(args.metrics)
-    if args.random_weights:
-        print(
-            "emo-jax eval: warning: --random-weights: random metric networks, the numbers mean nothing", file=sys.stderr
+    metrics = report.parse_metrics(args.metrics or (",".join(report.METRICS) if args.synthetic else "fid,sync,fsim"))
+    out = Path(args.out)
+    if args.synthetic:
+        from emo_jax.assets import DEMO_MODEL
+
+        folder = out.with_name(out.stem + "_videos")
+        print(f"emo-jax eval: --synthetic: random metric networks (the numbers exercise the code); videos in {folder}")
+        result = report.synthetic_report(
+            args.checkpoint or DEMO_MODEL, folder, metrics, pairs=args.pairs, seconds=args.seconds
         )
-        networks = report.random_networks(metrics)
     else:
-        weights = dict(inception=args.inception, syncnet=args.syncnet, arcface=args.arcface, face3d=args.face3d)
-        networks = report.load_networks(metrics, **weights)
-    result = report.evaluate(Path(args.generated), Path(args.real), metrics, networks, reference=args.reference)
-    report.write(result, Path(args.out))
+        if not (args.generated and args.real):
+            raise SystemExit("emo-jax eval: give --generated and --real folders (or --synthetic)")
+        if args.random_weights:
+            print(
+                "emo-jax eval: warning: --random-weights: random metric networks, the numbers mean nothing",
+                file=sys.stderr,
+            )
+            networks = report.random_networks(metrics)
+        else:
+            weights = dict(inception=args.inception, i3d=args.i3d, syncnet=args.syncnet)
+            networks = report.load_networks(metrics, arcface=args.arcface, face3d=args.face3d, **weights)
+        result = report.evaluate(Path(args.generated), Path(args.real), metrics, networks, reference=args.reference)
+    report.write(result, out)
     print(report.markdown(result))
-    print(f"emo-jax eval: {args.out} and {Path(args.out).with_suffix('.md')}")
+    print(f"emo-jax eval: {out} and {out.with_suffix('.md')}")
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -348,16 +361,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="the paper's metrics (FID, Sync-C/D, F-SIM, E-FID) of generated videos against real ones",
         description="Pairs videos by file name; weights files are given by path (README, Evaluation).",
     )
-    evaluation.add_argument("--generated", required=True, help="folder of generated videos")
-    evaluation.add_argument("--real", required=True, help="folder of the real videos, same names")
-    evaluation.add_argument("--metrics", default="fid,sync,fsim", help="comma-separated: fid, sync, fsim, efid")
+    evaluation.add_argument("--generated", help="folder of generated videos")
+    evaluation.add_argument("--real", help="folder of the real videos, same names")
+    evaluation.add_argument(
+        "--metrics", help="comma-separated: fid, fvd, sync, fsim, efid (default fid,sync,fsim; all with --synthetic)"
+    )
     evaluation.add_argument("--reference", type=Path, help="folder of reference images by name (F-SIM)")
     evaluation.add_argument("--inception", help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth (FID)")
+    evaluation.add_argument("--i3d", help="VideoGPT's i3d_pretrained_400.pt (FVD)")
     evaluation.add_argument("--syncnet", help="syncnet_python's syncnet_v2.model (Sync-C / Sync-D)")
     evaluation.add_argument("--arcface", help="an arcface_torch backbone.pth (F-SIM)")
     evaluation.add_argument("--face3d", help="Deep3DFaceRecon_pytorch's epoch_20.pth (E-FID)")
     evaluation.add_argument("--out", default="report.json", help="JSON report; the table goes beside it as .md")
     evaluation.add_argument("--random-weights", action="store_true", help="testing only: random metric networks")
+    evaluation.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="instead: sample held-out synthetic pairs with --checkpoint and evaluate them (random networks)",
+    )
+    evaluation.add_argument("--checkpoint", help="--synthetic: the model (default: the bundled demo model)")
+    evaluation.add_argument("--pairs", type=int, default=2, help="--synthetic: held-out (identity, audio) pairs")
+    evaluation.add_argument("--seconds", type=float, default=2.0, help="--synthetic: length of each video")
     evaluation.set_defaults(func=_eval)
 
     export = sub.add_parser("export", help="training run -> small self-contained bundle for sampling")

@@ -224,12 +224,19 @@ def test_the_backbone_benchmark_counts_flops_of_both_passes(capsys):
     assert 0 < gflop["forward"] < gflop["forward + backward"] and "MFU" in out
 
 
-@pytest.mark.slow  # compiles five evaluation networks (~1-2 min on 2 cores)
+@pytest.mark.slow  # compiles six evaluation networks (~2 min on 2 cores)
 def test_the_metrics_benchmark_reports_each_network_and_a_test_set_estimate(capsys):
     from emo_jax import bench
 
     bench.main(["metrics", "--batch", "1", "--repeats", "1", "--videos", "1", "--seconds", "1"])
     out = capsys.readouterr().out
-    for name in ("FID Inception", "SyncNet lip tower", "SyncNet audio tower", "ArcFace r18", "Deep3DFaceRecon"):
+    for name in (
+        "FID Inception",
+        "FVD I3D",
+        "SyncNet lip tower",
+        "SyncNet audio tower",
+        "ArcFace r18",
+        "Deep3DFaceRecon",
+    ):
         assert f"{name}" in out and "frames/s; cores busy" in out
     assert "estimated time for the test set" in out

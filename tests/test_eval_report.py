@@ -19,14 +19,14 @@ def write_video(path, frames, audio=None):
             writer.write(frame)
 
 
-def test_metrics_not_built_or_unknown_are_refused_by_name():
-    assert report.parse_metrics("FID, sync") == ["fid", "sync"]
-    with pytest.raises(ValueError, match="not built yet: fvd"):
-        report.parse_metrics("fid,fvd,efid")
-    with pytest.raises(ValueError, match="unknown lpips"):
-        report.parse_metrics("lpips")
+def test_unknown_metrics_and_missing_weights_are_refused_by_name():
+    assert report.parse_metrics("FID, sync,fvd") == ["fid", "sync", "fvd"]
+    with pytest.raises(ValueError, match="unknown lpips, psnr"):
+        report.parse_metrics("fid,lpips,psnr")
     with pytest.raises(ValueError, match="--metrics sync needs --syncnet"):
         report.load_networks(["sync"])
+    with pytest.raises(ValueError, match="--metrics fvd needs --i3d"):
+        report.load_networks(["fvd"])
 
 
 def test_videos_pair_by_name_and_the_unpaired_are_listed(tmp_path):
@@ -56,7 +56,7 @@ def test_the_sync_crop_centres_the_face_across_and_keeps_the_mouth_low():
     assert face.shape == (20, 20, 3) and face[10, 10].tolist() == [255, 255, 255]
 
 
-@pytest.mark.slow  # ~2-3 min on 2 cores: random Inception, SyncNet, ArcFace and ResNet-50 compiled, run on 100 frames
+@pytest.mark.slow  # ~3 min on 2 cores: random Inception, I3D, SyncNet, ArcFace, ResNet-50 compiled, run on 100 frames
 def test_a_whole_evaluation_on_random_networks_writes_the_report(tmp_path, capsys):
     real, gen = tmp_path / "real", tmp_path / "gen"
     real.mkdir(), gen.mkdir()
@@ -65,7 +65,7 @@ def test_a_whole_evaluation_on_random_networks_writes_the_report(tmp_path, capsy
         write_video(real / f"v{i}.mp4", video.frames, video.audio)
         shutil.copy(real / f"v{i}.mp4", gen / f"v{i}.mp4")  # the generated videos are the real ones
     write_video(real / "lonely.mp4", video.frames)
-    argv = ["eval", "--generated", str(gen), "--real", str(real), "--metrics", "fid,sync,fsim,efid"]
+    argv = ["eval", "--generated", str(gen), "--real", str(real), "--metrics", "fid,fvd,sync,fsim,efid"]
     main([*argv, "--random-weights", "--out", str(tmp_path / "r.json")])
     out = capsys.readouterr()
     assert "random metric networks" in out.err and "| this run |" in out.out
@@ -73,5 +73,30 @@ def test_a_whole_evaluation_on_random_networks_writes_the_report(tmp_path, capsy
     assert result["pairs"] == 2 and result["only_real"] == ["lonely"] and len(result["videos"]) == 2
     metrics = result["metrics"]
     assert abs(metrics["FID"]) < 1e-3 and abs(metrics["E-FID"]) < 1e-3  # the same frames on both sides
+    assert abs(metrics["FVD"]) < 1e-3 and result["videos"][0]["clips"] == 1  # 25 frames: one 16-frame clip
     assert metrics["F-SIM"] > 50 and np.isfinite(metrics["Sync-C"]) and np.isfinite(metrics["Sync-D"])
     assert (tmp_path / "r.md").read_text().startswith("| method |")
+
+
+def test_fvd_wants_two_clips_a_side(tmp_path):
+    """FVD refuses, by name and length, videos too short to give two 16-frame clips on each side."""
+    real, gen = tmp_path / "real", tmp_path / "gen"
+    real.mkdir(), gen.mkdir()
+    video = synthetic.make_video(10000, 20000, seconds=0.8, fps=25.0, size=64)  # 20 frames: one clip
+    write_video(real / "v.mp4", video.frames), write_video(gen / "v.mp4", video.frames)
+    networks = report.Networks(i3d=lambda clips: np.zeros((len(clips), 400), np.float32))
+    with pytest.raises(ValueError, match="FVD needs at least 2 clips of 16 frames .* 1 generated and 1 real"):
+        report.evaluate(gen, real, ["fvd"], networks, progress=False)
+
+
+@pytest.mark.slow  # ~5 min on 2 cores: the demo model samples 2 videos, then every metric network on random weights
+def test_eval_synthetic_runs_every_metric_and_the_corpus_scores(tmp_path, capsys):
+    main(["eval", "--synthetic", "--pairs", "1", "--seconds", "1.4", "--out", str(tmp_path / "s.json")])
+    result = json.loads((tmp_path / "s.json").read_text())
+    assert set(result["metrics"]) == {"FID", "FVD", "Sync-C", "Sync-D", "F-SIM", "E-FID"}
+    assert all(np.isfinite(v) for v in result["metrics"].values()) and result["pairs"] == 1
+    assert set(result["synthetic"]) == {"truth", "model", "audio_free"}
+    assert result["synthetic"]["truth"]["sync"] > 0.9 and result["synthetic"]["model"]["face_found"] > 0.9
+    videos = tmp_path / "s_videos"
+    assert sorted(p.name for p in videos.iterdir()) == ["audio_free", "model", "reference", "truth"]
+    assert "corpus analyser" in (tmp_path / "s.md").read_text() and "videos in" in capsys.readouterr().out

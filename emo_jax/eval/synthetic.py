@@ -99,12 +99,22 @@ def _crop_like_reference(frames: np.ndarray, box: np.ndarray, size: int) -> np.n
 
 
 def evaluate(
-    checkpoint: str | Path, *, pairs: int = 4, seconds: float = 4.0, progress: bool = True, **sampling
+    checkpoint: str | Path,
+    *,
+    pairs: int = 4,
+    seconds: float = 4.0,
+    progress: bool = True,
+    keep: str | Path | None = None,
+    **sampling,
 ) -> list[PairResult]:
-    """Scores `pairs` held-out (identity, audio) pairs; `sampling`: SamplingSettings fields to override."""
+    """Scores `pairs` held-out (identity, audio) pairs; `sampling`: SamplingSettings fields to override.
+
+    `keep`: a folder to leave the videos in, by pair name (`id<identity>_audio<audio>`): `truth/` (cropped as the
+    model sees it, with its audio), `model/`, `audio_free/` (MP4s) and `reference/` (the rest frame, PNG): the
+    layout `emo-jax eval` reads."""
     import soundfile
 
-    from emo_jax.data.video import read_frames
+    from emo_jax.data.video import read_frames, write_mp4
     from emo_jax.sample import SamplingSettings, load_bundle, sample_video
 
     bundle = load_bundle(checkpoint)
@@ -113,21 +123,27 @@ def evaluate(
     settings = SamplingSettings.from_config(config, **sampling)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+        folder = Path(keep or tmp)
+        for sub in ("truth", "model", "audio_free", "reference"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
         for identity_seed, audio_seed in list(zip(synthetic.HELD_OUT_IDENTITIES, synthetic.HELD_OUT_AUDIO))[:pairs]:
+            name = f"id{identity_seed}_audio{audio_seed}"
             truth = synthetic.make_video(identity_seed, audio_seed, seconds=seconds, fps=fps, size=256)
-            rest = synthetic.write_rest_image(identity_seed, tmp / "rest.png")
+            rest = synthetic.write_rest_image(identity_seed, folder / "reference" / f"{name}.png")
             box = np.asarray(json.loads(rest.with_suffix(".json").read_text())["box"], np.float32)
             identity = truth.identity
-            audio = tmp / "audio.wav"
+            audio = Path(tmp) / f"{name}.wav"
             soundfile.write(audio, truth.audio, SAMPLE_RATE)
             envelope = loudness(truth.audio, fps, len(truth.frames))
-            scores = {"truth": score_frames(_crop_like_reference(truth.frames, box, size), identity, envelope)}
-            for name, use_audio in (("model", True), ("audio_free", False)):
-                out = tmp / f"{name}.mp4"
+            seen = _crop_like_reference(truth.frames, box, size)
+            if keep:
+                write_mp4(folder / "truth" / f"{name}.mp4", seen, fps, truth.audio)
+            scores = {"truth": score_frames(seen, identity, envelope)}
+            for source, use_audio in (("model", True), ("audio_free", False)):
+                out = folder / source / f"{name}.mp4"
                 run = dataclasses.replace(settings, use_audio=use_audio)
                 sample_video(bundle, rest, audio, out, run, progress=progress, provenance=False)
-                scores[name] = score_frames(np.stack(list(read_frames(out, fps))), identity, envelope)
+                scores[source] = score_frames(np.stack(list(read_frames(out, fps))), identity, envelope)
             results.append(PairResult(identity_seed, audio_seed, **scores))
     return results
 
