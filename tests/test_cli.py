@@ -25,7 +25,7 @@ def test_demo_writes_a_talking_video_from_the_bundled_model(tmp_path, capsys):
     main(["demo", "--out", str(out), "--steps", "1"])
     assert out.is_file() and out.with_suffix(".png").is_file()
     frames = list(read_frames(out, 25.0))
-    assert len(frames) == 200 and frames[0].shape == (64, 64, 3)  # 8 s of example speech at 25 fps
+    assert len(frames) == 100 and frames[0].shape == (64, 64, 3)  # 4 s of example speech at 25 fps
     found = inspect(out)  # marked as AI-generated three ways
     assert found.credentials.says_generated and found.tags and found.mark.found
     assert "the bundled demo model" in capsys.readouterr().out

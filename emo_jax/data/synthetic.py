@@ -337,7 +337,7 @@ def write_rest_image(identity_seed: int, path: str | Path, size: int = 256) -> P
     return path
 
 
-def write_example_inputs(directory: str | Path, *, seconds: float = 8.0, size: int = 256) -> dict[str, Path]:
+def write_example_inputs(directory: str | Path, *, seconds: float = 4.0, size: int = 256) -> dict[str, Path]:
     """The bundled sampling example (emo_jax/assets/examples): held-out identity `HELD_OUT_IDENTITIES[0]` at rest
     (face.png + face.json) and held-out speech `HELD_OUT_AUDIO[0]` (speech.wav, 16 kHz, 16-bit)."""
     import soundfile
