@@ -181,6 +181,25 @@ def _reference_image(name: str, folder: Path | None, real_frames: np.ndarray) ->
     return real_frames[0]
 
 
+def _clip_count(path: Path) -> int | None:
+    """16-frame clips in a video at FPS, from its duration (None where the file does not say it)."""
+    from emo_jax.data.video import probe
+    from emo_jax.eval.i3d import CLIP_FRAMES
+
+    duration = probe(path).duration
+    return int(round(duration * FPS)) // CLIP_FRAMES if duration > 0 else None
+
+
+def _check_fvd_clips(counts: dict[str, int]) -> None:
+    from emo_jax.eval.i3d import CLIP_FRAMES
+
+    if min(counts.values()) < 2:
+        raise ValueError(
+            f"FVD needs at least 2 clips of {CLIP_FRAMES} frames ({CLIP_FRAMES / FPS:.2f} s) on each side; "
+            f"the videos give {counts['generated']} generated and {counts['real']} real"
+        )
+
+
 def evaluate(
     generated: Path,
     real: Path,
@@ -204,6 +223,10 @@ def evaluate(
     from emo_jax.eval.sync import sync_scores
 
     pairs, only_generated, only_real = pair_videos(generated, real)
+    if "fvd" in metrics:  # refused before hours of work, from the files' durations (where all are known)
+        counts = {side: [_clip_count(pair[i]) for pair in pairs] for i, side in ((1, "generated"), (2, "real"))}
+        if None not in counts["generated"] + counts["real"]:
+            _check_fvd_clips({side: sum(found) for side, found in counts.items()})
     features = {"generated": [], "real": []}
     clip_logits = {"generated": [], "real": []}
     expressions = {"generated": [], "real": []}
@@ -245,12 +268,7 @@ def evaluate(
         gen, ref = (Gaussian.of(np.concatenate(features[s])) for s in ("generated", "real"))
         summary["FID"] = frechet_distance(gen, ref)
     if "fvd" in metrics:
-        counts = {side: sum(map(len, clip_logits[side])) for side in clip_logits}
-        if min(counts.values()) < 2:
-            raise ValueError(
-                f"FVD needs at least 2 clips of {CLIP_FRAMES} frames ({CLIP_FRAMES / FPS:.2f} s) on each side; "
-                f"the videos give {counts['generated']} generated and {counts['real']} real"
-            )
+        _check_fvd_clips({side: sum(map(len, clip_logits[side])) for side in clip_logits})
         gen, ref = (Gaussian.of(np.concatenate(clip_logits[s])) for s in ("generated", "real"))
         summary["FVD"] = frechet_distance(gen, ref)
     if "efid" in metrics:
