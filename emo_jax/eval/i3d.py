@@ -104,8 +104,11 @@ _MIXED = (
     ("Mixed_5c", 832, (384, 192, 384, 48, 128, 128)),
 )
 # max-pools (kernel, stride) before the module named
-_POOL_BEFORE = {"Mixed_3b": ((1, 3, 3), (1, 2, 2)), "Mixed_4b": ((3, 3, 3), (2, 2, 2))}
-_POOL_BEFORE["Mixed_5b"] = ((2, 2, 2), (2, 2, 2))
+_POOL_BEFORE = {
+    "Mixed_3b": ((1, 3, 3), (1, 2, 2)),
+    "Mixed_4b": ((3, 3, 3), (2, 2, 2)),
+    "Mixed_5b": ((2, 2, 2), (2, 2, 2)),
+}
 
 
 class InceptionI3d(nnx.Module):

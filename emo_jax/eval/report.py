@@ -162,12 +162,25 @@ def face_crops(frames: np.ndarray, boxes: np.ndarray, size: int = 112) -> np.nda
     return np.stack(crops)
 
 
-def _batched(forward: Callable, inputs: np.ndarray, batch: int) -> np.ndarray:
+def _batched(forward: Callable, inputs: np.ndarray, batch: int, divisor: float = 1.0) -> np.ndarray:
+    """`forward` over `inputs` (uint8 frames or crops) `batch` items at a time, each batch made float32 and divided
+    by `divisor` only when its turn comes, so a long video is never held in float32 whole."""
     import jax.numpy as jnp
 
     return np.concatenate(
-        [np.asarray(forward(jnp.asarray(inputs[i : i + batch]))) for i in range(0, len(inputs), batch)]
+        [
+            np.asarray(forward(jnp.asarray(inputs[i : i + batch], jnp.float32) / divisor))
+            for i in range(0, len(inputs), batch)
+        ]
     )
+
+
+def _frechet(features: dict[str, list[np.ndarray]]) -> float:
+    """The Frechet distance between the generated and the real side's features (each a list of [N, D] arrays)."""
+    from emo_jax.eval.frechet import Gaussian, frechet_distance
+
+    generated, real = (Gaussian.of(np.concatenate(features[side])) for side in ("generated", "real"))
+    return frechet_distance(generated, real)
 
 
 def _reference_image(name: str, folder: Path | None, real_frames: np.ndarray) -> np.ndarray:
@@ -218,7 +231,6 @@ def evaluate(
     from emo_jax.audio.loading import AudioError
     from emo_jax.data.video import read_frames
     from emo_jax.eval.arcface import face_similarity
-    from emo_jax.eval.frechet import Gaussian, frechet_distance
     from emo_jax.eval.i3d import CLIP_FRAMES, clips_of
     from emo_jax.eval.sync import sync_scores
 
@@ -237,12 +249,12 @@ def evaluate(
         row = {"name": name, "frames": len(frames)}
         if "fid" in metrics:
             for side, video in (("generated", frames), ("real", truth)):
-                features[side].append(_batched(networks.inception, video.astype(np.float32) / 255, batch))
+                features[side].append(_batched(networks.inception, video, batch, divisor=255))
         if "fvd" in metrics:
             for side, video in (("generated", frames), ("real", truth)):
-                clips = clips_of(video).astype(np.float32) / 255
+                clips = clips_of(video)
                 if len(clips):
-                    clip_logits[side].append(_batched(networks.i3d, clips, I3D_BATCH))
+                    clip_logits[side].append(_batched(networks.i3d, clips, I3D_BATCH, divisor=255))
             row["clips"] = len(frames) // CLIP_FRAMES
         if "sync" in metrics or "fsim" in metrics or "efid" in metrics:
             boxes = face_boxes(frames)
@@ -260,20 +272,17 @@ def evaluate(
             row["F-SIM"] = float(similarity.mean())
         if "efid" in metrics:
             for side, video, found in (("generated", frames, boxes), ("real", truth, face_boxes(truth))):
-                crops = face_crops(video, found, size=224).astype(np.float32)
+                crops = face_crops(video, found, size=224)
                 expressions[side].append(_batched(networks.face3d.expression, crops, batch))
         per_video.append(row)
     summary = {}
     if "fid" in metrics:
-        gen, ref = (Gaussian.of(np.concatenate(features[s])) for s in ("generated", "real"))
-        summary["FID"] = frechet_distance(gen, ref)
+        summary["FID"] = _frechet(features)
     if "fvd" in metrics:
         _check_fvd_clips({side: sum(map(len, clip_logits[side])) for side in clip_logits})
-        gen, ref = (Gaussian.of(np.concatenate(clip_logits[s])) for s in ("generated", "real"))
-        summary["FVD"] = frechet_distance(gen, ref)
+        summary["FVD"] = _frechet(clip_logits)
     if "efid" in metrics:
-        gen, ref = (Gaussian.of(np.concatenate(expressions[s])) for s in ("generated", "real"))
-        summary["E-FID"] = frechet_distance(gen, ref)
+        summary["E-FID"] = _frechet(expressions)
     for column in ("Sync-C", "Sync-D", "F-SIM"):
         if per_video and column in per_video[0]:
             summary[column] = float(np.mean([row[column] for row in per_video]))
