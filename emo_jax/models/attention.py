@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -271,7 +272,9 @@ class Context:
     reference: transformer-block path -> [N, S, C], ReferenceNet features for reference attention;
       reference_keep: [N] 1/0, a dropped sample's blocks attend as if there were no reference (guidance).
     audio: [N, A, Da] audio tokens; audio_keep: [N] 1/0, multiplies the audio attention's output (a dropped
-      sample's audio path is cut, for classifier-free guidance).
+      sample's audio path is cut, for classifier-free guidance; Hallo's region blocks zero its tokens instead).
+    region_masks: per resolution [N, 3, S] full / face / lip masks, and motion_scale [3] their weights, for
+      Hallo's region audio blocks (`region_audio.RegionAudioBlock`).
     Per video, for the temporal layers (B videos): motion: motion-module key -> [B, n, S, C], ReferenceNet
       features of the n motion frames; speed: [B, F, K, Ds] speed tokens; speed_keep: [B].
     Inside a temporal module, for its blocks: speed [B * T, K, Ds] per frame, speed_keep [B * T], and `pixels`
@@ -286,6 +289,8 @@ class Context:
     reference_keep: jax.Array | None = None
     audio: jax.Array | None = None
     audio_keep: jax.Array | None = None
+    region_masks: tuple[jax.Array, ...] | None = None
+    motion_scale: jax.Array | None = None
     motion: dict[str, jax.Array] | None = None
     speed: jax.Array | None = None
     speed_keep: jax.Array | None = None
@@ -433,6 +438,8 @@ def _conditioned(
 class Transformer2DModel(nnx.Module):
     """Spatial transformer over a feature map: GroupNorm, proj_in, blocks, proj_out, residual.
 
+    `make_block()` builds each of the `num_layers` blocks (called as `block(x, context)` on [N, H * W, inner_dim]):
+    SD's `BasicTransformerBlock`s, or Hallo's audio module of one `RegionAudioBlock`.
     `proj_in`/`proj_out` are dense layers in both of diffusers' variants: a 1x1 conv on channels-last
     data is the same matmul, and conversion squeezes the conv kernel (`use_linear_projection=False`).
     hidden_states: [N, H, W, C]; context: what the blocks attend to (see `Context`) -> [N, H, W, C].
@@ -441,35 +448,17 @@ class Transformer2DModel(nnx.Module):
     def __init__(
         self,
         in_channels: int,
+        inner_dim: int,
+        make_block: Callable[[], nnx.Module],
         *,
-        num_attention_heads: int,
-        attention_head_dim: int,
-        cross_attention_dim: int | None,
         num_layers: int = 1,
         norm_num_groups: int = 32,
-        reference_attention: str | None = None,
-        audio_cross_attention_dim: int | None = None,
         compute: Compute,
         rngs: nnx.Rngs,
     ):
-        inner_dim = num_attention_heads * attention_head_dim
         self.norm = group_norm(in_channels, norm_num_groups, 1e-6, compute, rngs)
         self.proj_in = linear(in_channels, inner_dim, compute, rngs)
-        self.transformer_blocks = nnx.List(
-            [
-                BasicTransformerBlock(
-                    inner_dim,
-                    heads=num_attention_heads,
-                    dim_head=attention_head_dim,
-                    cross_attention_dim=cross_attention_dim,
-                    reference_attention=reference_attention,
-                    audio_cross_attention_dim=audio_cross_attention_dim,
-                    compute=compute,
-                    rngs=rngs,
-                )
-                for _ in range(num_layers)
-            ]
-        )
+        self.transformer_blocks = nnx.List([make_block() for _ in range(num_layers)])
         self.proj_out = linear(inner_dim, in_channels, compute, rngs)
 
     def __call__(self, hidden_states: jax.Array, context: Context) -> jax.Array:

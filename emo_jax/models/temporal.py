@@ -39,6 +39,9 @@ class MotionConfig:
     # (Hallo: the normed self-attention input of the spatial block before it; modules after a block without
     # spatial attention get no motion frames).
     motion_features: str = "residual"
+    # Motion modules also in the stages without spatial attention (SD's last down and first up stage). Hallo's
+    # inference runs none there (its UNet's checkpointed path calls only those stages' resnets): False.
+    in_plain_stages: bool = True
 
     def __post_init__(self):
         if self.motion_features not in MOTION_FEATURES:

@@ -21,12 +21,14 @@ from emo_jax.models.attention import BasicTransformerBlock, Context, Transformer
 from emo_jax.models.conditioning import TimestepEmbedding, timestep_embedding
 from emo_jax.models.hf_config import read_hf_config, to_diffusers_config
 from emo_jax.models.layers import Compute, conv, group_norm
+from emo_jax.models.region_audio import RegionAudioBlock
 from emo_jax.models.temporal import MotionConfig, TemporalTransformer
 from emo_jax.models.unet_blocks import DownBlock2D, MidBlock2D, UpBlock2D
 
 CROSS_ATTN_DOWN, DOWN = "CrossAttnDownBlock2D", "DownBlock2D"
 CROSS_ATTN_UP, UP = "CrossAttnUpBlock2D", "UpBlock2D"
 MID_CROSS_ATTN = "UNetMidBlock2DCrossAttn"
+AUDIO_ATTENTION = ("block", "regions")
 # diffusers' video block names -> the image block they extend with motion modules.
 MOTION_BLOCK_TYPES = {
     "CrossAttnDownBlockMotion": CROSS_ATTN_DOWN,
@@ -112,7 +114,13 @@ class UNetConfig:
     motion: MotionConfig | None = None  # AnimateDiff motion modules: a video UNet
     # EMO backbone extensions (no diffusers twin): see attention.BasicTransformerBlock.
     reference_attention: str | None = None  # None | 'concat_self' | 'cross'
-    audio_cross_attention_dim: int | None = None  # audio attention in every spatial block
+    audio_cross_attention_dim: int | None = None  # width of the audio tokens the audio attention reads
+    # 'block': EMO's audio attention inside every spatial block (`attn_audio`); 'regions': Hallo's audio modules,
+    # a transformer of one `RegionAudioBlock` after each spatial transformer (`audio_modules`).
+    audio_attention: str = "block"
+    # A ReferenceNet that only provides features: no conv_norm_out / conv_out, and the UNet returns its last
+    # feature map [.., block_out_channels[0]] (Hallo's reference UNet has no output layers).
+    features_only: bool = False
 
     def __post_init__(self):
         if isinstance(self.motion, Mapping):  # from a config file
@@ -135,6 +143,10 @@ class UNetConfig:
         for kind in self.up_block_types:
             if kind not in (CROSS_ATTN_UP, UP):
                 raise ValueError(f"UNetConfig: unsupported up block type {kind!r}")
+        if self.audio_attention not in AUDIO_ATTENTION:
+            raise ValueError(
+                f"UNetConfig.audio_attention must be one of {AUDIO_ATTENTION}, got {self.audio_attention!r}"
+            )
         if self.cross_attention_dim is not None and not isinstance(self.cross_attention_dim, int):
             raise ValueError("UNetConfig: per-block cross_attention_dim is not supported; give one int")
         for i, heads in enumerate(self.heads):
@@ -176,8 +188,8 @@ class UNetConfig:
     def to_diffusers(self) -> dict[str, Any]:
         """The diffusers config.json dict of this architecture: `UNet2DConditionModel(**d)`, or with motion
         modules `UNetMotionModel(**d)`, builds its twin."""
-        extensions = {"motion", "reference_attention", "audio_cross_attention_dim"}
-        emo = {k: getattr(self, k) for k in extensions - {"motion"} if getattr(self, k) is not None}
+        extensions = {"motion", "reference_attention", "audio_cross_attention_dim", "audio_attention", "features_only"}
+        emo = {k: getattr(self, k) for k in extensions - {"motion"} if getattr(self, k) not in (None, "block", False)}
         if self.motion is None:
             return {
                 **{k: v for k, v in to_diffusers_config(self, "UNet2DConditionModel").items() if k not in extensions},
@@ -211,7 +223,9 @@ class UNet(nnx.Module):
     EMO inputs (keyword): reference {block path: [B, S, C]} (ReferenceNet features, shared by a video's frames);
     motion {motion key: [B, n, S, C]} (ReferenceNet features of the n motion frames); audio [B, F, A, Da]
     tokens per frame (or [B, A, Da] for images); speed [B, F, K, Ds] tokens per frame; reference_keep,
-    audio_keep, speed_keep [B];
+    audio_keep, speed_keep [B]; with `audio_attention='regions'` (Hallo), region_masks: one [B, 3, S] (or
+    [B, F, 3, S]) per resolution, full / face / lip masks flattened at S = h * w of that level, and
+    motion_scale [3], their weights;
     conv_in_residual [B, (F,) H, W, C0] added after conv_in (face locator); collect_reference: sow the
     features a ReferenceNet provides.
     """
@@ -223,19 +237,45 @@ class UNet(nnx.Module):
         n = len(channels)
         time_embed_dim = channels[0] * 4
 
+        regions = c.audio_attention == "regions" and c.audio_cross_attention_dim is not None
+
         def transformer(num_heads: int, num_layers: int, ch: int) -> Transformer2DModel:
+            def block() -> BasicTransformerBlock:
+                return BasicTransformerBlock(
+                    ch,
+                    heads=num_heads,
+                    dim_head=ch // num_heads,
+                    cross_attention_dim=c.cross_attention_dim,
+                    reference_attention=c.reference_attention,
+                    audio_cross_attention_dim=None if regions else c.audio_cross_attention_dim,
+                    compute=compute,
+                    rngs=rngs,
+                )
+
             return Transformer2DModel(
-                ch,
-                num_attention_heads=num_heads,
-                attention_head_dim=ch // num_heads,
-                cross_attention_dim=c.cross_attention_dim,
-                num_layers=num_layers,
-                norm_num_groups=c.norm_num_groups,
-                reference_attention=c.reference_attention,
-                audio_cross_attention_dim=c.audio_cross_attention_dim,
-                compute=compute,
-                rngs=rngs,
+                ch, ch, block, num_layers=num_layers, norm_num_groups=c.norm_num_groups, compute=compute, rngs=rngs
             )
+
+        def audio_module(num_heads: int, widths: tuple[int, ...], ch: int, layer: int) -> Transformer2DModel:
+            """Hallo's audio module of layer `layer`: heads of width widths[layer] // num_heads (Hallo derives
+            them from the layer's input channels, not its own), over a stage of `ch` channels."""
+            dim_head = widths[layer] // num_heads
+            inner = num_heads * dim_head
+
+            def block() -> RegionAudioBlock:
+                return RegionAudioBlock(
+                    inner,
+                    heads=num_heads,
+                    dim_head=dim_head,
+                    cross_attention_dim=c.audio_cross_attention_dim,
+                    compute=compute,
+                    rngs=rngs,
+                )
+
+            return Transformer2DModel(ch, inner, block, norm_num_groups=c.norm_num_groups, compute=compute, rngs=rngs)
+
+        def stage_audio(num_heads: int, widths: tuple[int, ...], ch: int):
+            return functools.partial(audio_module, num_heads, widths, ch) if regions else None
 
         def motion(num_heads: int, num_layers: int, ch: int) -> TemporalTransformer:
             return TemporalTransformer(
@@ -274,6 +314,7 @@ class UNet(nnx.Module):
 
         down_blocks = []
         for i, kind in enumerate(c.down_block_types):
+            resnet_inputs = (channels[max(i - 1, 0)],) + (channels[i],) * (c.layers[i] - 1)
             down_blocks.append(
                 DownBlock2D(
                     channels[max(i - 1, 0)],
@@ -285,7 +326,8 @@ class UNet(nnx.Module):
                         if kind == CROSS_ATTN_DOWN
                         else None
                     ),
-                    make_motion=block_motion,
+                    make_motion=block_motion if kind == CROSS_ATTN_DOWN or m is None or m.in_plain_stages else None,
+                    make_audio=stage_audio(c.heads[i], resnet_inputs, channels[i]) if kind == CROSS_ATTN_DOWN else None,
                     downsample_padding=c.downsample_padding,
                     **common,
                 )
@@ -296,6 +338,7 @@ class UNet(nnx.Module):
             channels[-1],
             make_attention=functools.partial(transformer, c.heads[-1], c.transformer_layers[-1]),
             make_motion=mid_motion,
+            make_audio=stage_audio(c.heads[-1], (channels[-1],), channels[-1]),
             output_scale_factor=c.mid_block_scale_factor,
             **common,
         )
@@ -316,14 +359,20 @@ class UNet(nnx.Module):
                     make_attention=(
                         functools.partial(transformer, rev_heads[i], rev_tlayers[i]) if kind == CROSS_ATTN_UP else None
                     ),
-                    make_motion=block_motion,
+                    make_motion=block_motion if kind == CROSS_ATTN_UP or m is None or m.in_plain_stages else None,
+                    make_audio=(
+                        stage_audio(rev_heads[i], (skip_in,) * num_layers, rev_channels[i])
+                        if kind == CROSS_ATTN_UP
+                        else None
+                    ),
                     **common,
                 )
             )
         self.up_blocks = nnx.List(up_blocks)
 
-        self.conv_norm_out = group_norm(channels[0], c.norm_num_groups, c.norm_eps, compute, rngs)
-        self.conv_out = conv(channels[0], c.out_channels, compute, rngs)
+        if not c.features_only:
+            self.conv_norm_out = group_norm(channels[0], c.norm_num_groups, c.norm_eps, compute, rngs)
+            self.conv_out = conv(channels[0], c.out_channels, compute, rngs)
 
         # Each spatial transformer block's key in `Context.reference`: its attribute path, the same path under
         # which a ReferenceNet of this layout sows its features. A motion module's key in `Context.motion`: with
@@ -352,6 +401,8 @@ class UNet(nnx.Module):
         reference_keep: jax.Array | None = None,
         audio: jax.Array | None = None,
         audio_keep: jax.Array | None = None,
+        region_masks: tuple[jax.Array, ...] | None = None,
+        motion_scale: jax.Array | None = None,
         motion: dict[str, jax.Array] | None = None,
         speed: jax.Array | None = None,
         speed_keep: jax.Array | None = None,
@@ -379,6 +430,8 @@ class UNet(nnx.Module):
             reference_keep=per_frame(reference_keep, 1),
             audio=per_frame(audio, 3),
             audio_keep=per_frame(audio_keep, 1),
+            region_masks=None if region_masks is None else tuple(per_frame(m, 3) for m in region_masks),
+            motion_scale=None if motion_scale is None else jnp.asarray(motion_scale, jnp.float32),
             motion=motion,
             speed=speed,
             speed_keep=speed_keep,
@@ -408,5 +461,5 @@ class UNet(nnx.Module):
             upsample_size = tuple(skips[-1].shape[1:3]) if block.upsamplers is not None else None
             x = block(x, block_skips, temb, context, upsample_size, num_frames)
 
-        out = self.conv_out(jax.nn.silu(self.conv_norm_out(x)))
+        out = x if c.features_only else self.conv_out(jax.nn.silu(self.conv_norm_out(x)))
         return out.reshape((batch, num_frames) + out.shape[1:]) if video else out

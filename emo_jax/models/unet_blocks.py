@@ -7,6 +7,8 @@ An attention module is called as `attn(x, context)`; in the VAE, context is None
 attention attends to its own input. With `Compute(remat=True)` each resnet, attention and motion module is
 recomputed in the backward pass. Video UNets add `make_motion` (a factory of AnimateDiff temporal
 transformers, called as `motion(x, num_frames)` on [B * F, H, W, C]) after each layer's spatial attention.
+Hallo's layout adds `make_audio` (layer index -> an audio transformer, called as `audio(x, context)`) between
+the two.
 """
 
 from __future__ import annotations
@@ -22,10 +24,15 @@ from emo_jax.models.layers import Compute
 from emo_jax.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
 
 AttentionFactory = Callable[[int], nnx.Module]
+LayerFactory = Callable[[int], nnx.Module]  # layer index -> module (its widths are the caller's business)
 
 
 def _modules(factory: AttentionFactory | None, channels: int, count: int) -> nnx.List | None:
     return nnx.List([factory(channels) for _ in range(count)]) if factory else None
+
+
+def _layers(factory: LayerFactory | None, count: int) -> nnx.List | None:
+    return nnx.List([factory(i) for i in range(count)]) if factory else None
 
 
 def _resnets(
@@ -70,10 +77,13 @@ def _resnet(stage: nnx.Module, i: int, x: jax.Array, temb: jax.Array | None, con
 
 
 def _attend(stage: nnx.Module, i: int, x: jax.Array, context: Context | None, num_frames: int | None) -> jax.Array:
-    """Layer i's spatial attention, then its temporal module, where the stage has them. A ReferenceNet
-    (`context.collect`) sows the hidden state here as `motion_input_<i>`: what a temporal module would read."""
+    """Layer i's spatial attention, [audio module,] then its temporal module, where the stage has them. A
+    ReferenceNet (`context.collect`) sows the hidden state here as `motion_input_<i>`: what a temporal module
+    would read."""
     if stage.attentions is not None:
         x = _run(stage, context, lambda m, x, ctx: m(x, ctx), stage.attentions[i], x, context)
+    if stage.audio_modules is not None:
+        x = _run(stage, context, lambda m, x, ctx: m(x, ctx), stage.audio_modules[i], x, context)
     if context is not None and context.collect:
         stage.sow(nnx.Intermediate, f"motion_input_{i}", x)
     if stage.motion_modules is not None:
@@ -97,6 +107,7 @@ class DownBlock2D(nnx.Module):
         add_downsample: bool,
         make_attention: AttentionFactory | None = None,
         make_motion: AttentionFactory | None = None,
+        make_audio: LayerFactory | None = None,
         resnet_groups: int = 32,
         resnet_eps: float = 1e-5,
         downsample_padding: int = 1,
@@ -114,6 +125,7 @@ class DownBlock2D(nnx.Module):
         )
         self.attentions = _modules(make_attention, out_channels, num_layers)
         self.motion_modules = _modules(make_motion, out_channels, num_layers)
+        self.audio_modules = _layers(make_audio, num_layers)
         self.remat = compute.remat
         self.downsamplers = (
             nnx.List([Downsample2D(out_channels, out_channels, padding=downsample_padding, compute=compute, rngs=rngs)])
@@ -152,6 +164,7 @@ class MidBlock2D(nnx.Module):
         temb_channels: int | None,
         make_attention: AttentionFactory | None,
         make_motion: AttentionFactory | None = None,
+        make_audio: LayerFactory | None = None,
         num_layers: int = 1,
         resnet_groups: int = 32,
         resnet_eps: float = 1e-5,
@@ -171,6 +184,7 @@ class MidBlock2D(nnx.Module):
         )
         self.attentions = _modules(make_attention, channels, num_layers)
         self.motion_modules = _modules(make_motion, channels, num_layers)
+        self.audio_modules = _layers(make_audio, num_layers)
         self.remat = compute.remat
 
     def __call__(
@@ -207,6 +221,7 @@ class UpBlock2D(nnx.Module):
         skip_channels: Sequence[int] | None = None,
         make_attention: AttentionFactory | None = None,
         make_motion: AttentionFactory | None = None,
+        make_audio: LayerFactory | None = None,
         resnet_groups: int = 32,
         resnet_eps: float = 1e-5,
         compute: Compute,
@@ -229,6 +244,7 @@ class UpBlock2D(nnx.Module):
         )
         self.attentions = _modules(make_attention, out_channels, num_layers)
         self.motion_modules = _modules(make_motion, out_channels, num_layers)
+        self.audio_modules = _layers(make_audio, num_layers)
         self.remat = compute.remat
         self.upsamplers = (
             nnx.List([Upsample2D(out_channels, out_channels, compute=compute, rngs=rngs)]) if add_upsample else None
