@@ -1,4 +1,4 @@
-"""Conditioning embeddings: diffusion timestep, audio projection, face locator, head speed."""
+"""Conditioning embeddings: diffusion timestep, audio projection, face embedding, face locator, head speed."""
 
 from __future__ import annotations
 
@@ -76,6 +76,19 @@ class AudioProjection(nnx.Module):
         x = audio_features.reshape(b, f, -1)
         x = jax.nn.relu(self.proj2(jax.nn.relu(self.proj1(x))))
         return self.norm(self.proj3(x).reshape(b, f, self.context_tokens, self.output_dim))
+
+
+class ImageProjection(nnx.Module):
+    """A face embedding -> context tokens for the UNets' cross-attention (Hallo's `ImageProjModel`, IP-Adapter's
+    shape, same names): proj, reshape to tokens, LayerNorm. [B, embedding_dim] -> [B, tokens, dim]."""
+
+    def __init__(self, embedding_dim: int, dim: int, *, tokens: int = 4, compute: Compute = Compute(), rngs: nnx.Rngs):
+        self.tokens, self.dim = tokens, dim
+        self.proj = linear(embedding_dim, tokens * dim, compute, rngs)
+        self.norm = layer_norm(dim, 1e-5, compute, rngs)
+
+    def __call__(self, embedding: jax.Array) -> jax.Array:
+        return self.norm(self.proj(embedding).reshape(-1, self.tokens, self.dim))
 
 
 class FaceLocator(nnx.Module):

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from emo_jax.diffusion.schedules import PREDICTION_TYPES
-from emo_jax.models.conditioning import AudioProjection, FaceLocator, SpeedEncoder
+from emo_jax.models.conditioning import AudioProjection, FaceLocator, ImageProjection, SpeedEncoder
 from emo_jax.models.layers import Compute
 from emo_jax.models.unet import UNet, UNetConfig
 
@@ -56,6 +56,15 @@ class SpeedConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ImageEmbeddingConfig:
+    """A face-identity embedding (Hallo: insightface's 512-d) projected to `tokens` context tokens of the
+    UNets' `cross_attention_dim` (Hallo's `ImageProjModel`), read by both UNets' attn2."""
+
+    dim: int = 512
+    tokens: int = 4
+
+
+@dataclasses.dataclass(frozen=True)
 class EMOConfig:
     """reference_net: an image UNet (SD layout, no text: cross_attention_dim None unless the backbone uses
     'cross' reference attention). backbone: the same layout with `reference_attention`, and per stage
@@ -66,6 +75,15 @@ class EMOConfig:
     backbone: UNetConfig
     audio: AudioProjectionConfig | None = None
     speed: SpeedConfig | None = None
+    image_embedding: ImageEmbeddingConfig | None = None
+    face_locator_conditioning_channels: int = 1
+    guidance_drops_face: bool = False
+    # Hallo's reference bank: the features handed from ReferenceNet to the backbone are rounded to this dtype
+    # (its `ReferenceAttentionControl.update` casts them to float16 whatever the model's dtype) ...
+    reference_feature_dtype: str | None = None
+    # ... and backbone frame row i (of B x F) reads the reference of video i mod B (its bank is tiled over frames
+    # with torch `.repeat`; with classifier-free guidance half of a branch's frames read the other branch's).
+    reference_interleaved: bool = False
     face_locator_channels: tuple[int, ...] = (16, 32, 64, 128)  # len - 1 stride-2 stages: the VAE's factor
     num_motion_frames: int = 4
     prediction_type: str = "epsilon"  # what the backbone predicts: 'epsilon' or 'v_prediction'
@@ -80,6 +98,10 @@ class EMOConfig:
         speed_dim = b.motion.speed_cross_attention_dim if b.motion else None
         if (self.speed is None) != (speed_dim is None):
             raise ValueError("EMOConfig: speed and backbone.motion.speed_cross_attention_dim go together")
+        if self.image_embedding is not None and (
+            b.cross_attention_dim is None or self.reference_net.cross_attention_dim != b.cross_attention_dim
+        ):
+            raise ValueError("EMOConfig: image_embedding needs one cross_attention_dim in reference_net and backbone")
         if self.prediction_type not in PREDICTION_TYPES:
             raise ValueError(
                 f"EMOConfig.prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}"
@@ -115,6 +137,7 @@ class EMOConfig:
                 "backbone": part("backbone", UNetConfig),
                 "audio": part("audio", AudioProjectionConfig),
                 "speed": part("speed", SpeedConfig),
+                "image_embedding": part("image_embedding", ImageEmbeddingConfig),
             }
         )
 
@@ -133,6 +156,7 @@ class EMO(nnx.Module):
         self.backbone = UNet(config.backbone, compute=compute, rngs=rngs)
         self.face_locator = FaceLocator(
             config.backbone.block_out_channels[0],
+            conditioning_channels=config.face_locator_conditioning_channels,
             block_out_channels=config.face_locator_channels,
             compute=compute,
             rngs=rngs,
@@ -167,34 +191,61 @@ class EMO(nnx.Module):
             if s
             else None
         )
+        e = config.image_embedding
+        self.image_projection = (
+            ImageProjection(e.dim, config.backbone.cross_attention_dim, tokens=e.tokens, compute=compute, rngs=rngs)
+            if e
+            else None
+        )
 
-    def _collect(self, latents: jax.Array) -> tuple[Features, Features]:
-        """ReferenceNet at t = 0 on clean latents [N, h, w, 4] -> (normed self-attention inputs keyed by
-        transformer-block path [N, S, C], hidden states keyed by `<stage>.motion_input_<layer>` [N, S, C])."""
+    def image_tokens(self, embedding: jax.Array, keep: jax.Array | None = None) -> jax.Array:
+        """Face embeddings [B, D] -> context tokens [B, T, cross_attention_dim]; `keep` [B] 1/0 replaces a
+        dropped sample's embedding by zeros before the projection (Hallo's unconditional branch)."""
+        if self.image_projection is None:
+            raise ValueError("EMO: this model has no image_embedding (EMOConfig.image_embedding is None)")
+        _expect("face embedding", embedding, (None, self.config.image_embedding.dim))
+        if keep is not None:
+            embedding = embedding * keep[:, None].astype(embedding.dtype)
+        return self.image_projection(embedding)
+
+    def _collect(self, latents: jax.Array, tokens: jax.Array | None = None) -> tuple[Features, Features]:
+        """ReferenceNet at t = 0 on clean latents [N, h, w, 4] (with context tokens [N, T, D] for its attn2)
+        -> (normed self-attention inputs keyed by transformer-block path [N, S, C], hidden states keyed by
+        `<stage>.motion_input_<layer>` [N, S, C])."""
         run = nnx.capture(self.reference_net, nnx.Intermediate)
-        _, sown = run(latents, jnp.zeros((latents.shape[0],), jnp.int32), collect_reference=True)
+        _, sown = run(latents, jnp.zeros((latents.shape[0],), jnp.int32), tokens, collect_reference=True)
         attention_inputs, hidden = {}, {}
+        rounding = self.config.reference_feature_dtype
         for path, var in nnx.to_flat_state(sown):
             value = var.get_value()[0]
+            if rounding is not None:
+                value = value.astype(rounding).astype(value.dtype)
             if path[-1] == "reference_features":
                 attention_inputs[".".join(str(p) for p in path[:-1])] = value
             else:
                 hidden[".".join(str(p) for p in path)] = value.reshape(value.shape[0], -1, value.shape[-1])
         return attention_inputs, hidden
 
-    def encode_reference(self, latents: jax.Array) -> Features:
+    def encode_reference(self, latents: jax.Array, image_tokens: jax.Array | None = None) -> Features:
         """ReferenceNet at t = 0 on the clean reference latent [B, h, w, 4] -> {block path: [B, h_b * w_b, C_b]}:
-        the normed input of each spatial self-attention."""
+        the normed input of each spatial self-attention. image_tokens: [B, T, D] (`image_tokens`), Hallo."""
         _expect("reference latent", latents, (None, None, None, self.config.backbone.in_channels))
-        return self._collect(latents)[0]
+        return self._collect(latents, image_tokens)[0]
 
-    def encode_motion(self, latents: jax.Array, has_motion: jax.Array) -> Features:
+    def encode_motion(
+        self, latents: jax.Array, has_motion: jax.Array, image_tokens: jax.Array | None = None
+    ) -> Features:
         """Motion frames [B, n, h, w, 4] -> {motion key: [B, n, S, C]} (what `backbone.motion.motion_features`
-        names); zero maps where `has_motion` [B] is 0 (a video's first clip has no previous frames)."""
+        names); zero maps where `has_motion` [B] is 0 (a video's first clip has no previous frames).
+        image_tokens: [B, T, D] (a video's tokens for all its frames) or [B, n, T, D] (per frame), read by the
+        ReferenceNet's attn2 (Hallo)."""
         _expect("motion latents", latents, (None, None, None, None, self.config.backbone.in_channels))
         b, n = latents.shape[:2]
         _expect("has_motion", has_motion, (b,))
-        attention_inputs, hidden = self._collect(latents.reshape((b * n,) + latents.shape[2:]))
+        tokens = image_tokens
+        if tokens is not None:
+            tokens = jnp.repeat(tokens, n, axis=0) if tokens.ndim == 3 else tokens.reshape((b * n,) + tokens.shape[2:])
+        attention_inputs, hidden = self._collect(latents.reshape((b * n,) + latents.shape[2:]), tokens)
         motion = self.config.backbone.motion
         features = hidden if motion is None or motion.motion_features == "residual" else attention_inputs
         return _per_sample({k: v.reshape((b, n) + v.shape[1:]) for k, v in features.items()}, has_motion)
@@ -212,19 +263,24 @@ class EMO(nnx.Module):
         reference_keep: jax.Array | None = None,
         audio_keep: jax.Array | None = None,
         speed_keep: jax.Array | None = None,
+        image_tokens: jax.Array | None = None,
+        region_masks: tuple[jax.Array, ...] | None = None,
+        motion_scale: jax.Array | None = None,
     ) -> jax.Array:
         """One backbone prediction (`config.prediction_type`: noise or v).
 
         noisy: [B, F, h, w, 4]; timesteps: [] or [B]; reference: `encode_reference` output;
-        face_mask: [B, H, W, 1] in [0, 1], the union of the clip's face boxes at H = h * `config.mask_factor`
-        (encoded once, shared by the clip's frames); motion: `encode_motion` output;
-        audio_features: [B, F, 2m + 1, L, D] (`audio.frame_features`); speed: [B, F] degrees per frame;
-        reference_keep, audio_keep, speed_keep: [B] 1/0 (guidance). -> [B, F, h, w, 4].
+        face_mask: [B, H, W, `face_locator_conditioning_channels`] in [0, 1], the union of the clip's face boxes
+        at H = h * `config.mask_factor` (encoded once, shared by the clip's frames); motion: `encode_motion`
+        output; audio_features: [B, F, 2m + 1, L, D] (`audio.frame_features`); speed: [B, F] degrees per frame;
+        reference_keep, audio_keep, speed_keep: [B] 1/0 (guidance). Hallo: image_tokens [B, T, D]
+        (`image_tokens`); region_masks: per backbone resolution [B, 3, S] full / face / lip masks;
+        motion_scale [3], their weights. -> [B, F, h, w, 4].
         """
         c = self.config
         _expect("noisy latents", noisy, (None, None, None, None, c.backbone.in_channels))
         b, f, h, w = noisy.shape[:4]
-        _expect("face_mask", face_mask, (b, h * c.mask_factor, w * c.mask_factor, 1))
+        _expect("face_mask", face_mask, (b, h * c.mask_factor, w * c.mask_factor, c.face_locator_conditioning_channels))
         for name, keep in (("reference_keep", reference_keep), ("audio_keep", audio_keep), ("speed_keep", speed_keep)):
             if keep is not None:
                 _expect(name, keep, (b,))
@@ -237,9 +293,15 @@ class EMO(nnx.Module):
         if self.speed_encoder is not None and speed is not None:
             _expect("speed", speed, (b, f))
             speed_tokens = self.speed_encoder(speed)
+        if c.reference_interleaved:
+            reference = {k: v[jnp.arange(b * f) % b].reshape((b, f) + v.shape[1:]) for k, v in reference.items()}
+        face = self.face_locator(face_mask.astype(noisy.dtype))  # [B, h, w, C0], every frame
+        if c.guidance_drops_face and reference_keep is not None:
+            face = face * reference_keep[:, None, None, None].astype(face.dtype)
         return self.backbone(
             noisy,
             timesteps,
+            image_tokens,
             reference=reference,
             reference_keep=reference_keep,
             motion=motion,
@@ -247,7 +309,9 @@ class EMO(nnx.Module):
             audio_keep=audio_keep,
             speed=speed_tokens,
             speed_keep=speed_keep,
-            conv_in_residual=self.face_locator(face_mask.astype(noisy.dtype)),  # [B, h, w, C0], every frame
+            region_masks=region_masks,
+            motion_scale=motion_scale,
+            conv_in_residual=face,
         )
 
     def __call__(
