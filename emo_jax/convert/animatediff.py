@@ -26,7 +26,8 @@ _ORIGINAL_NAMES = [
 _POSITION_BUFFER = re.compile(r"\.(pos_encoder|pos_embed)\.pe$")
 
 
-def _motion_key(key: str) -> str | None:
+def motion_key(key: str) -> str | None:
+    """An AnimateDiff motion-module key (either layout) -> the diffusers name (None: a position buffer)."""
     if _POSITION_BUFFER.search(key):
         return None
     for pattern, replacement in _ORIGINAL_NAMES:
@@ -46,7 +47,7 @@ def from_animatediff_motion_adapter(
     def is_motion(path: str) -> bool:
         return ".motion_modules." in f".{path}" and not EMO_ONLY_LAYERS.search(path)
 
-    return load_state_dict(unet, state_dict, source=source, rename=_motion_key, only=is_motion)
+    return load_state_dict(unet, state_dict, source=source, rename=motion_key, only=is_motion)
 
 
 def motion_config_from_adapter(config: Mapping, *, source: str = "motion adapter config") -> MotionConfig:
