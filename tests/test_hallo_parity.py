@@ -1,0 +1,190 @@
+"""One full Hallo denoising step against Hallo's own PyTorch code, on random weights (opt-in, slow).
+
+Hallo cannot be installed; point EMO_JAX_HALLO_REPO at a checkout of fudan-generative-vision/hallo (its
+`hallo/models` and `einops` importable; a stub `xformers` is made here). Hallo's modules are built as its
+`scripts/inference.py` builds them (training mode with gradient checkpointing, so its checkpointed block paths
+run), at tiny sizes with SD1.5's four levels; the step is `FaceAnimatePipeline.__call__`'s: the ReferenceNet pass
+on the reference and motion latents for both guidance branches, then the denoising UNet on both branches.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from peers import require
+
+pytestmark = pytest.mark.slow
+HALLO = os.environ.get("EMO_JAX_HALLO_REPO")
+
+
+@pytest.fixture(scope="module")
+def hallo_modules(tmp_path_factory):
+    if not HALLO:
+        pytest.skip("EMO_JAX_HALLO_REPO (a checkout of fudan-generative-vision/hallo) is not set")
+    require("torch")
+    require("diffusers")
+    pytest.importorskip("einops")
+    stub = tmp_path_factory.mktemp("stub")
+    (stub / "xformers").mkdir()
+    (stub / "xformers" / "__init__.py").write_text("")
+    (stub / "xformers" / "ops.py").write_text("")
+    sys.path[:0] = [str(stub), HALLO]
+    from hallo.models import audio_proj, face_locator, image_proj, mutual_self_attention, unet_2d_condition, unet_3d
+
+    return audio_proj, face_locator, image_proj, mutual_self_attention, unet_2d_condition, unet_3d
+
+
+@pytest.mark.parametrize("frames", [16, 4])  # 16: Hallo's guidance mask as written; 4: its fallback
+def test_one_guided_step_matches_hallo(hallo_modules, frames):
+    import torch
+    from diffusers.configuration_utils import FrozenDict
+    from einops import repeat
+
+    from emo_jax.convert.hallo import from_hallo
+    from emo_jax.models.emo import AudioProjectionConfig, ImageEmbeddingConfig
+
+    audio_proj, face_locator, image_proj, mutual, unet_2d, unet_3d = hallo_modules
+    torch.manual_seed(0)
+    ch, cad, emb, lat, f = (32, 32, 64, 64), 48, 64, 16, frames
+    unet_config = dict(
+        sample_size=lat,
+        in_channels=4,
+        block_out_channels=ch,
+        layers_per_block=2,
+        down_block_types=["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+        up_block_types=["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
+        attention_head_dim=8,
+        cross_attention_dim=cad,
+        norm_num_groups=32,  # Hallo's motion modules always use 32 groups
+    )
+    reference_unet = unet_2d.UNet2DConditionModel(**unet_config)
+    video_config = {
+        **unet_config,
+        "down_block_types": [t.replace("2D", "3D") for t in unet_config["down_block_types"]],
+        "up_block_types": [t.replace("2D", "3D") for t in unet_config["up_block_types"]],
+    }
+    denoising_unet = unet_3d.UNet3DConditionModel(
+        **video_config,
+        out_channels=4,
+        use_inflated_groupnorm=True,
+        unet_use_cross_frame_attention=False,
+        unet_use_temporal_attention=False,
+        use_motion_module=True,
+        use_audio_module=True,
+        motion_module_resolutions=[1, 2, 4, 8],
+        motion_module_mid_block=True,
+        motion_module_decoder_only=False,
+        motion_module_type="Vanilla",
+        motion_module_kwargs=dict(
+            num_attention_heads=8,
+            num_transformer_block=1,
+            attention_block_types=["Temporal_Self", "Temporal_Self"],
+            temporal_position_encoding=True,
+            temporal_position_encoding_max_len=32,
+            temporal_attention_dim_div=1,
+        ),
+        audio_attention_dim=cad,
+        stack_enable_blocks_name=["up", "down", "mid"],
+        stack_enable_blocks_depth=[0, 1, 2, 3],
+    )
+    for unet in (reference_unet, denoising_unet):  # a config name Hallo's diffusers had and 0.42 lacks
+        unet._internal_dict = FrozenDict({**unet.config, "center_input_sample": False})
+        # inference.py: enable_gradient_checkpointing() in training mode (it never calls .eval())
+        unet.apply(lambda m: setattr(m, "gradient_checkpointing", True) if hasattr(m, "gradient_checkpointing") else 0)
+    locator = face_locator.FaceLocator(conditioning_embedding_channels=ch[0], block_out_channels=(16, 32, 64, 128))
+    projection = image_proj.ImageProjModel(
+        cross_attention_dim=cad, clip_embeddings_dim=emb, clip_extra_context_tokens=4
+    )
+    audio_projection = audio_proj.AudioProjModel(
+        seq_len=5, blocks=3, channels=16, intermediate_dim=32, output_dim=cad, context_tokens=6
+    )
+    parts = dict(
+        reference_unet=reference_unet,
+        denoising_unet=denoising_unet,
+        face_locator=locator,
+        imageproj=projection,
+        audioproj=audio_projection,
+    )
+    with torch.no_grad():  # every parameter random, zero-initialised ones too
+        for module in parts.values():
+            for p in module.parameters():
+                p.copy_(torch.randn_like(p) * (p[0].numel() ** -0.5 if p.ndim > 1 else 0.3))
+
+    ref_latent, motion_latents = torch.randn(1, 4, lat, lat), torch.randn(2, 4, lat, lat)
+    noisy, t = torch.randn(1, 4, f, lat, lat), torch.tensor(537)
+    face_embedding, audio_features = torch.randn(1, emb), torch.randn(1, f, 5, 3, 16)
+    face_region = (torch.rand(1, 3, lat * 8, lat * 8) > 0.5).float()
+    masks = [[(torch.rand(1, (lat >> level) ** 2) > 0.4).float() for level in range(4)] for _ in range(3)]
+    motion_scale, guidance = [0.8, 1.1, 1.3], 3.5
+    with torch.no_grad():  # FaceAnimatePipeline.__call__, one step
+        tokens = torch.cat([projection(torch.zeros_like(face_embedding)), projection(face_embedding)])
+        control = dict(do_classifier_free_guidance=True, batch_size=1, fusion_blocks="full")
+        writer = mutual.ReferenceAttentionControl(reference_unet, mode="write", **control)
+        reader = mutual.ReferenceAttentionControl(denoising_unet, mode="read", **control)
+        located = locator(repeat(face_region.unsqueeze(1), "b f c h w -> b (r f) c h w", r=f).transpose(1, 2))
+        full, face, lip = ([torch.cat([m.repeat(f, 1)] * 2) for m in region] for region in masks)
+        audio = audio_projection(audio_features)
+        reference_unet(
+            torch.cat([ref_latent, motion_latents]).repeat(2, 1, 1, 1),
+            torch.zeros_like(t),
+            encoder_hidden_states=tokens,
+            return_dict=False,
+        )
+        reader.update(writer)
+        pred = denoising_unet(
+            torch.cat([noisy] * 2),
+            t,
+            encoder_hidden_states=tokens,
+            mask_cond_fea=torch.cat([torch.zeros_like(located), located]),
+            full_mask=full,
+            face_mask=face,
+            lip_mask=lip,
+            audio_embedding=torch.cat([torch.zeros_like(audio), audio]),
+            motion_scale=motion_scale,
+            return_dict=False,
+        )[0]
+    want = pred.permute(0, 2, 3, 4, 1).numpy()
+
+    state_dict = {f"{name}.{k}": v.numpy() for name, m in parts.items() for k, v in m.state_dict().items()}
+    model = from_hallo(
+        state_dict,
+        unet_config,
+        audio=AudioProjectionConfig(seq_len=5, blocks=3, channels=16, intermediate_dim=32, context_tokens=6),
+        image_embedding=ImageEmbeddingConfig(dim=emb, tokens=4),
+    )
+    keep = jnp.asarray([0.0, 1.0])  # [unconditional, conditional]
+    ours_tokens = model.image_tokens(jnp.asarray(face_embedding.numpy()).repeat(2, 0), keep)
+    # Hallo's ReferenceNet rows [reference, motion 1, motion 2] x 2 branches read the tokens tiled by torch
+    # .repeat: row j reads branch j mod 2's.
+    rows = jnp.tile(ours_tokens, (3, 1, 1)).reshape(2, 3, *ours_tokens.shape[1:])
+
+    def nhwc(x):
+        return jnp.asarray(x.permute(0, 2, 3, 1).numpy())
+
+    reference = model.encode_reference(nhwc(ref_latent).repeat(2, 0), rows[:, 0])
+    motion = model.encode_motion(nhwc(motion_latents)[None].repeat(2, 0), jnp.ones((2,)), rows[:, 1:])
+    ours = model.denoise(
+        jnp.asarray(noisy.permute(0, 2, 3, 4, 1).numpy()).repeat(2, 0),
+        jnp.asarray(537),
+        reference,
+        face_mask=jnp.asarray(face_region.permute(0, 2, 3, 1).numpy()).repeat(2, 0),
+        motion=motion,
+        audio_features=jnp.asarray(audio_features.numpy()).repeat(2, 0),
+        reference_keep=keep,
+        audio_keep=keep,
+        image_tokens=ours_tokens,
+        region_masks=tuple(
+            jnp.stack([jnp.asarray(masks[r][level].numpy()) for r in range(3)], 1).repeat(2, 0) for level in range(4)
+        ),
+        motion_scale=jnp.asarray(motion_scale),
+    )
+    ours = np.asarray(ours)
+    for branch in range(2):
+        error = np.abs(ours[branch] - want[branch]).max() / np.abs(want[branch]).max()
+        assert error < 1e-5, f"branch {branch}: max error {error:.2e} of the largest value"
+    guided, guided_want = ours[0] + guidance * (ours[1] - ours[0]), want[0] + guidance * (want[1] - want[0])
+    assert np.abs(guided - guided_want).max() / np.abs(guided_want).max() < 1e-5
