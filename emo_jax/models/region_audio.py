@@ -22,12 +22,12 @@ REGIONS = ("full", "face", "lip")
 class RegionAudioBlock(nnx.Module):
     """norm1 -> attn1 (self-attention) + residual; norm2 -> audio cross-attention; norm3 -> ff + residual.
 
-    With `regions` (Hallo's `stack_enable_blocks`: every block of its released model) the audio attention is
-    three attentions, `attn2_0/1/2`, whose outputs [N, S, C] are multiplied by the full / face / lip mask of
-    this resolution ([N, S], 1 inside the region), each passed through a 1x1 conv (`zero_conv_full/face/lip`,
-    zero-initialised; a dense layer on channels-last tokens) and weighted by `context.motion_scale` [3] (Hallo's
-    pose / face / lip weights; 1 when None) before the sum joins the residual. Without `regions`: one `attn2`
-    and a plain residual; the zero convs exist either way, as in Hallo, but are then unused.
+    The audio attention is three attentions, `attn2_0/1/2` (Hallo's `stack_enable_blocks` form, which its
+    released model uses in every block; its single-`attn2` form is not built), whose outputs [N, S, C] are
+    multiplied by the full / face / lip mask of this resolution ([N, S], 1 inside the region), each passed
+    through a 1x1 conv (`zero_conv_full/face/lip`, zero-initialised; a dense layer on channels-last tokens) and
+    weighted by `context.motion_scale` [3] (Hallo's pose / face / lip weights; 1 when None) before the sum
+    joins the residual.
     `context.audio`: [N, A, Da] tokens per frame; `context.audio_keep` [N] zeroes a dropped sample's tokens
     (Hallo's unconditional branch attends to zero tokens; its attention still adds the output bias).
     `context.region_masks`: per resolution [N, 3, S] (full, face, lip), chosen by S = this block's tokens.
@@ -41,25 +41,26 @@ class RegionAudioBlock(nnx.Module):
         heads: int,
         dim_head: int,
         cross_attention_dim: int,
-        regions: bool = True,
         compute: Compute,
         rngs: nnx.Rngs,
     ):
-        self.regions = regions
         for region in REGIONS:
             setattr(self, f"zero_conv_{region}", linear(dim, dim, compute, rngs, zero_init=True))
         self.attn1 = Attention(dim, heads=heads, dim_head=dim_head, compute=compute, rngs=rngs)
         self.norm1 = layer_norm(dim, 1e-5, compute, rngs)
-
-        def audio_attention() -> Attention:
-            return Attention(
-                dim, heads=heads, dim_head=dim_head, cross_attention_dim=cross_attention_dim, compute=compute, rngs=rngs
+        for i in range(len(REGIONS)):
+            setattr(
+                self,
+                f"attn2_{i}",
+                Attention(
+                    dim,
+                    heads=heads,
+                    dim_head=dim_head,
+                    cross_attention_dim=cross_attention_dim,
+                    compute=compute,
+                    rngs=rngs,
+                ),
             )
-
-        if regions:
-            self.attn2_0, self.attn2_1, self.attn2_2 = audio_attention(), audio_attention(), audio_attention()
-        else:
-            self.attn2 = audio_attention()
         self.norm2 = layer_norm(dim, 1e-5, compute, rngs)
         self.ff = FeedForward(dim, compute=compute, rngs=rngs)
         self.norm3 = layer_norm(dim, 1e-5, compute, rngs)
@@ -72,16 +73,13 @@ class RegionAudioBlock(nnx.Module):
             tokens = tokens * context.audio_keep[:, None, None].astype(tokens.dtype)
         hidden_states = hidden_states + self.attn1(self.norm1(hidden_states))
         normed = self.norm2(hidden_states)
-        if not self.regions:
-            hidden_states = hidden_states + self.attn2(normed, tokens)
-        else:
-            masks = _masks_for(context.region_masks, hidden_states.shape[1])
-            scale = jnp.ones((3,)) if context.motion_scale is None else context.motion_scale
-            terms = []
-            for i, region in enumerate(REGIONS):
-                out = getattr(self, f"attn2_{i}")(normed, tokens) * masks[:, i, :, None].astype(normed.dtype)
-                terms.append(scale[i].astype(out.dtype) * getattr(self, f"zero_conv_{region}")(out))
-            hidden_states = terms[0] + terms[1] + terms[2] + hidden_states  # Hallo's order of the sum
+        masks = _masks_for(context.region_masks, hidden_states.shape[1])
+        scale = jnp.ones((3,)) if context.motion_scale is None else context.motion_scale
+        terms = []
+        for i, region in enumerate(REGIONS):
+            out = getattr(self, f"attn2_{i}")(normed, tokens) * masks[:, i, :, None].astype(normed.dtype)
+            terms.append(scale[i].astype(out.dtype) * getattr(self, f"zero_conv_{region}")(out))
+        hidden_states = terms[0] + terms[1] + terms[2] + hidden_states  # Hallo's order of the sum
         return hidden_states + self.ff(self.norm3(hidden_states))
 
 

@@ -189,7 +189,8 @@ class UNetConfig:
         """The diffusers config.json dict of this architecture: `UNet2DConditionModel(**d)`, or with motion
         modules `UNetMotionModel(**d)`, builds its twin."""
         extensions = {"motion", "reference_attention", "audio_cross_attention_dim", "audio_attention", "features_only"}
-        emo = {k: getattr(self, k) for k in extensions - {"motion"} if getattr(self, k) not in (None, "block", False)}
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        emo = {k: getattr(self, k) for k in extensions - {"motion"} if getattr(self, k) != defaults[k]}
         if self.motion is None:
             return {
                 **{k: v for k, v in to_diffusers_config(self, "UNet2DConditionModel").items() if k not in extensions},
@@ -274,8 +275,9 @@ class UNet(nnx.Module):
 
             return Transformer2DModel(ch, inner, block, norm_num_groups=c.norm_num_groups, compute=compute, rngs=rngs)
 
-        def stage_audio(num_heads: int, widths: tuple[int, ...], ch: int):
-            return functools.partial(audio_module, num_heads, widths, ch) if regions else None
+        def stage_audio(attends: bool, num_heads: int, widths: tuple[int, ...], ch: int):
+            """Hallo's audio modules follow spatial transformers only."""
+            return functools.partial(audio_module, num_heads, widths, ch) if regions and attends else None
 
         def motion(num_heads: int, num_layers: int, ch: int) -> TemporalTransformer:
             return TemporalTransformer(
@@ -301,6 +303,11 @@ class UNet(nnx.Module):
             if m and m.use_motion_mid_block
             else None
         )
+
+        def stage_motion(attends: bool):
+            """Motion modules for a stage with (or, unless `in_plain_stages` is off, without) spatial attention."""
+            return block_motion if attends or m is None or m.in_plain_stages else None
+
         common = dict(
             temb_channels=time_embed_dim,
             resnet_groups=c.norm_num_groups,
@@ -314,6 +321,7 @@ class UNet(nnx.Module):
 
         down_blocks = []
         for i, kind in enumerate(c.down_block_types):
+            attends = kind == CROSS_ATTN_DOWN
             resnet_inputs = (channels[max(i - 1, 0)],) + (channels[i],) * (c.layers[i] - 1)
             down_blocks.append(
                 DownBlock2D(
@@ -322,12 +330,10 @@ class UNet(nnx.Module):
                     num_layers=c.layers[i],
                     add_downsample=i < n - 1,
                     make_attention=(
-                        functools.partial(transformer, c.heads[i], c.transformer_layers[i])
-                        if kind == CROSS_ATTN_DOWN
-                        else None
+                        functools.partial(transformer, c.heads[i], c.transformer_layers[i]) if attends else None
                     ),
-                    make_motion=block_motion if kind == CROSS_ATTN_DOWN or m is None or m.in_plain_stages else None,
-                    make_audio=stage_audio(c.heads[i], resnet_inputs, channels[i]) if kind == CROSS_ATTN_DOWN else None,
+                    make_motion=stage_motion(attends),
+                    make_audio=stage_audio(attends, c.heads[i], resnet_inputs, channels[i]),
                     downsample_padding=c.downsample_padding,
                     **common,
                 )
@@ -338,7 +344,7 @@ class UNet(nnx.Module):
             channels[-1],
             make_attention=functools.partial(transformer, c.heads[-1], c.transformer_layers[-1]),
             make_motion=mid_motion,
-            make_audio=stage_audio(c.heads[-1], (channels[-1],), channels[-1]),
+            make_audio=stage_audio(True, c.heads[-1], (channels[-1],), channels[-1]),
             output_scale_factor=c.mid_block_scale_factor,
             **common,
         )
@@ -349,6 +355,7 @@ class UNet(nnx.Module):
         for i, kind in enumerate(c.up_block_types):
             num_layers = rev_layers[i] + 1
             skip_in = rev_channels[min(i + 1, n - 1)]
+            attends = kind == CROSS_ATTN_UP
             up_blocks.append(
                 UpBlock2D(
                     rev_channels[max(i - 1, 0)],
@@ -356,15 +363,9 @@ class UNet(nnx.Module):
                     num_layers=num_layers,
                     add_upsample=i < n - 1,
                     skip_channels=[rev_channels[i]] * (num_layers - 1) + [skip_in],
-                    make_attention=(
-                        functools.partial(transformer, rev_heads[i], rev_tlayers[i]) if kind == CROSS_ATTN_UP else None
-                    ),
-                    make_motion=block_motion if kind == CROSS_ATTN_UP or m is None or m.in_plain_stages else None,
-                    make_audio=(
-                        stage_audio(rev_heads[i], (skip_in,) * num_layers, rev_channels[i])
-                        if kind == CROSS_ATTN_UP
-                        else None
-                    ),
+                    make_attention=(functools.partial(transformer, rev_heads[i], rev_tlayers[i]) if attends else None),
+                    make_motion=stage_motion(attends),
+                    make_audio=stage_audio(attends, rev_heads[i], (skip_in,) * num_layers, rev_channels[i]),
                     **common,
                 )
             )
