@@ -41,7 +41,7 @@ from flax import nnx
 
 from emo_jax.bench_machine import OTHERS_WARN_SHARE, Load, LoadMeter
 from emo_jax.bench_profile import KIND_HELP, Breakdown, table, torch_breakdown, xla_breakdown
-from emo_jax.models import Compute, MotionConfig, UNet, UNetConfig, param_counts
+from emo_jax.models import Compute, MotionConfig, UNet, UNetConfig, param_counts, shapes_only
 from emo_jax.models.layers import ATTENTION_IMPLEMENTATIONS
 
 
@@ -327,7 +327,7 @@ def bench_unet(args: argparse.Namespace) -> None:
         np.savez(workdir / "weights.npz", **{k: v.numpy() for k, v in peer.state_dict().items()})
         return ["jax", "torch"]
 
-    model = nnx.eval_shape(lambda: UNet(config, compute=compute, rngs=nnx.Rngs(0)))
+    model = shapes_only(lambda: UNet(config, compute=compute, rngs=nnx.Rngs(0)))
     kind = "UNet" if config.motion is None else f"video UNet with motion modules, {args.frames} frames,"
     print(
         f"{kind} {list(config.block_out_channels)}, {args.layers} layers/block, {args.heads} heads, "
@@ -621,8 +621,8 @@ def bench_sample(args: argparse.Namespace) -> None:
     settings = SamplingSettings.from_config(
         config, steps=args.steps, guidance_audio=args.guidance_audio, guidance_reference=args.guidance_reference
     )
-    model = nnx.eval_shape(lambda: build_emo(config)) if args.compile_only else build_emo(config)
-    vae = nnx.eval_shape(lambda: build_vae(config)) if args.compile_only else build_vae(config)
+    model = shapes_only(lambda: build_emo(config)) if args.compile_only else build_emo(config)
+    vae = shapes_only(lambda: build_vae(config)) if args.compile_only else build_vae(config)
     sampler = VideoSampler(model, vae, config, settings)
     f, size, device = config.data.num_frames, config.data.size, jax.devices()[0]
     print(

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from emo_jax.models import AutoencoderKL, AutoencoderKLConfig, Compute
+from emo_jax.models import AutoencoderKL, AutoencoderKLConfig, Compute, shapes_only
 from emo_jax.models.emo import EMO, EMOConfig
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -30,7 +30,7 @@ def vae_config(config: ml_collections.ConfigDict) -> AutoencoderKLConfig:
 
 
 def vae_shapes(config: ml_collections.ConfigDict) -> AutoencoderKL:
-    """The config's VAE built abstractly (`nnx.eval_shape`): from the checkpoint's config.json where one is
+    """The config's VAE built abstractly (`models.shapes_only`): from the checkpoint's config.json where one is
     given, else from `vae.layout`. Nothing is read but that JSON."""
     if config.vae.checkpoint:
         import json
@@ -43,7 +43,7 @@ def vae_shapes(config: ml_collections.ConfigDict) -> AutoencoderKL:
             raise FileNotFoundError(f"config.vae.checkpoint: {path} does not exist (a folder from emo-jax convert)")
         return abstract_model(json.loads(path.read_text()), compute=compute_of(config), source=str(path))
     layout = vae_config(config)
-    return nnx.eval_shape(lambda: AutoencoderKL(layout, compute=compute_of(config), rngs=nnx.Rngs(0)))
+    return shapes_only(lambda: AutoencoderKL(layout, compute=compute_of(config), rngs=nnx.Rngs(0)))
 
 
 def build_vae(config: ml_collections.ConfigDict, seed: int = 0) -> AutoencoderKL:

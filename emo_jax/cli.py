@@ -179,12 +179,12 @@ def _info(args: argparse.Namespace) -> None:
     from flax import nnx
 
     from emo_jax.config import load_config
-    from emo_jax.models import param_counts
+    from emo_jax.models import param_counts, shapes_only
     from emo_jax.models.emo import EMO, EMOConfig
     from emo_jax.train.trainable import trainable_paths
 
     config = load_config(args.config)
-    model = nnx.eval_shape(lambda: EMO(EMOConfig.from_dict(config.model), rngs=nnx.Rngs(0)))  # shapes only
+    model = shapes_only(lambda: EMO(EMOConfig.from_dict(config.model), rngs=nnx.Rngs(0)))  # shapes only
     counts = param_counts(model)
     trained = param_counts(model, set(trainable_paths(model, config.trainable)))
     print(f"EMO {config.size}, stage {config.stage} ({args.config}); parameters:")

@@ -125,7 +125,7 @@ def test_sd15_sizes_build_abstractly_and_match_diffusers_counts():
     sd15_unet = UNetConfig().to_diffusers()  # our defaults are SD1.5's
     sd_vae = AutoencoderKLConfig().to_diffusers()
     for config, peer_cls in ((sd15_unet, diffusers.UNet2DConditionModel), (sd_vae, diffusers.AutoencoderKL)):
-        model = abstract_model(config)  # nnx.eval_shape: no weights allocated
+        model = abstract_model(config)  # shapes only: no weights allocated
         leaves = jax.tree.leaves(model)
         assert leaves and all(isinstance(x, jax.ShapeDtypeStruct) for x in leaves)
         ours = sum(int(np.prod(x.shape)) for x in leaves)

@@ -10,7 +10,7 @@ from flax import nnx
 from tiny import emo_config, stage_config
 
 from emo_jax.config import load_config
-from emo_jax.models import param_counts
+from emo_jax.models import param_counts, shapes_only
 from emo_jax.models.emo import EMO, EMOConfig
 from emo_jax.train.trainable import trainable_filter, trainable_paths
 
@@ -153,10 +153,21 @@ def test_trainable_pattern_typo_is_an_error():
         trainable_paths(model, [r"^backbone\.", r"^face_locater\."])
 
 
-@pytest.mark.slow
+def test_shapes_only_builds_what_nnx_eval_shape_builds():
+    """The same graph, variable types, shapes and dtypes; only faster (models.shapes_only)."""
+    config = emo_config(3)
+    fast = shapes_only(lambda: EMO(config, rngs=nnx.Rngs(0)))
+    plain = nnx.eval_shape(lambda: EMO(config, rngs=nnx.Rngs(0)))
+    assert nnx.graphdef(fast) == nnx.graphdef(plain)
+    described = [
+        [(path, type(v), v.shape, v.dtype) for path, v in nnx.to_flat_state(nnx.state(m))] for m in (fast, plain)
+    ]
+    assert described[0] == described[1]
+
+
 def test_sd15_sizes_build_abstractly():
     config = EMOConfig.from_dict(load_config("stage3.py").model)
-    model = nnx.eval_shape(lambda: EMO(config, rngs=nnx.Rngs(0)))
+    model = shapes_only(lambda: EMO(config, rngs=nnx.Rngs(0)))
     assert all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(nnx.state(model)))
     counts = param_counts(model)
     assert 0.8e9 < counts["reference_net"] < 0.9e9 and counts["backbone"] > counts["reference_net"]

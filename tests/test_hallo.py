@@ -37,9 +37,6 @@ def _convert(keys: dict[str, list[int]], layout: dict):
     )
 
 
-# Building the abstract model takes ~2 min on 2 cores (nnx.eval_shape of two 4-level UNets: the time goes to
-# JAX's tracer-origin messages on each RNG-counter update), so the two conversion tests are slow.
-@pytest.mark.slow
 def test_every_key_of_hallos_net_lands_on_a_parameter():
     layout = _layout()
     model = _convert(layout["keys"], layout)
@@ -55,7 +52,6 @@ def test_every_key_of_hallos_net_lands_on_a_parameter():
     assert ours == sum(int(np.prod(s)) for k, s in layout["keys"].items() if k not in dropped)
 
 
-@pytest.mark.slow
 def test_a_missing_and_an_unknown_key_are_both_named():
     layout = _layout()
     keys = dict(layout["keys"])

@@ -23,8 +23,8 @@ from flax import nnx
 
 from emo_jax.convert.animatediff import motion_key
 from emo_jax.convert.state_dict import load_state_dict
+from emo_jax.models import Compute, shapes_only
 from emo_jax.models.emo import EMO, AudioProjectionConfig, EMOConfig, ImageEmbeddingConfig
-from emo_jax.models.layers import Compute
 from emo_jax.models.temporal import MotionConfig
 from emo_jax.models.unet import CROSS_ATTN_DOWN, CROSS_ATTN_UP, UNetConfig
 
@@ -120,6 +120,6 @@ def from_hallo(
     (`hallo_config(unet_config, **config_overrides)`). Strict: every key is used or dropped by a rule above,
     every parameter is filled, or `ConversionError` lists what is not."""
     config = hallo_config(unet_config, source=source, **config_overrides)
-    model = nnx.eval_shape(lambda: EMO(config, compute=compute, rngs=nnx.Rngs(0)))
+    model = shapes_only(lambda: EMO(config, compute=compute, rngs=nnx.Rngs(0)))
     plain = _plain_stages(config.backbone)
     return load_state_dict(model, net_state_dict, source=source, rename=lambda k: hallo_key(k, plain))

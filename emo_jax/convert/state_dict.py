@@ -51,7 +51,7 @@ def load_state_dict(
     rename: Callable[[str], str | None] | None = None,
     only: Callable[[str], bool] | None = None,
 ) -> nnx.Module:
-    """Returns `module` (concrete or from `nnx.eval_shape`) with every `nnx.Param` taken from `state_dict`.
+    """Returns `module` (concrete or from `models.shapes_only`) with every `nnx.Param` taken from `state_dict`.
 
     state_dict: PyTorch key -> array in PyTorch layout (numpy, any float dtype; cast to each param's dtype).
     source: named in errors (a file or folder path).

@@ -12,7 +12,7 @@ from flax import nnx
 
 from emo_jax.convert.files import read_transformers_folder
 from emo_jax.convert.state_dict import ConversionError, load_state_dict
-from emo_jax.models import Compute
+from emo_jax.models import Compute, shapes_only
 from emo_jax.models.wav2vec2 import Wav2Vec2Config, Wav2Vec2Model
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def from_hf_wav2vec2(
 ) -> Wav2Vec2Model:
     """A transformers wav2vec2 state dict (key -> numpy; bare model, CTC or pretraining) + its config.json dict."""
     model_config = Wav2Vec2Config.from_hf(config, source=source)
-    model = nnx.eval_shape(lambda: Wav2Vec2Model(model_config, compute=compute, rngs=nnx.Rngs(0)))
+    model = shapes_only(lambda: Wav2Vec2Model(model_config, compute=compute, rngs=nnx.Rngs(0)))
     return load_state_dict(model, _model_keys(state_dict, source), source=source)
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
-from typing import Any
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, TypeVar
 
 import numpy as np
 from flax import nnx
@@ -13,6 +13,8 @@ from emo_jax.models.temporal import MotionConfig
 from emo_jax.models.unet import UNet, UNetConfig
 from emo_jax.models.vae import AutoencoderKL, AutoencoderKLConfig, DiagonalGaussian
 
+M = TypeVar("M", bound=nnx.Module)
+
 # diffusers `_class_name` -> (our model, its config class).
 MODEL_CLASSES = {
     "UNet2DConditionModel": (UNet, UNetConfig),
@@ -21,19 +23,36 @@ MODEL_CLASSES = {
 }
 
 
+def shapes_only(build: Callable[[], M]) -> M:
+    """`build()`'s module with shape/dtype stand-ins for its arrays (`nnx.eval_shape`): nothing is allocated.
+
+    Built with reference variables, then turned back into plain ones (same graph and state as `nnx.eval_shape`
+    alone). Why: every `rngs.params()` updates an RNG counter, and under a trace flax's `Variable.set_value`
+    asks the traced value for its sharding, for which JAX writes an error message by searching the whole trace
+    so far: quadratic in the number of layers (Hallo's two SD1.5-layout UNets: minutes). A reference variable
+    is updated in place, without that question."""
+
+    def build_plain() -> M:
+        with nnx.var_defaults(ref=True):
+            module = build()
+        return nnx.with_vars(module, ref=False)
+
+    return nnx.eval_shape(build_plain)
+
+
 def abstract_model(config: Mapping[str, Any], *, compute: Compute = Compute(), source: str = "config") -> nnx.Module:
-    """The model a diffusers config.json dict describes, built with `nnx.eval_shape`: shapes only, no weights."""
+    """The model a diffusers config.json dict describes, built by `shapes_only`: no weights."""
     class_name = config.get("_class_name")
     if class_name not in MODEL_CLASSES:
         raise ValueError(f"{source}: _class_name={class_name!r}; emo_jax converts {sorted(MODEL_CLASSES)}")
     model_cls, config_cls = MODEL_CLASSES[class_name]
     model_config = config_cls.from_diffusers(config, source=source)
-    return nnx.eval_shape(lambda: model_cls(model_config, compute=compute, rngs=nnx.Rngs(0)))
+    return shapes_only(lambda: model_cls(model_config, compute=compute, rngs=nnx.Rngs(0)))
 
 
 def param_counts(model: nnx.Module, paths: Collection[str] | None = None) -> dict[str, int]:
     """Parameters per top-level part, optionally only those whose dotted path is in `paths` (works on
-    `nnx.eval_shape` models: nothing is allocated). The total is `sum(param_counts(model).values())`."""
+    `shapes_only` models: nothing is allocated). The total is `sum(param_counts(model).values())`."""
     counts: dict[str, int] = {}
     for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
         if paths is None or ".".join(str(p) for p in path) in paths:
@@ -52,4 +71,5 @@ __all__ = [
     "UNetConfig",
     "abstract_model",
     "param_counts",
+    "shapes_only",
 ]

@@ -21,7 +21,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from emo_jax.build import build_emo, compute_of, vae_config
-from emo_jax.models import AutoencoderKL
+from emo_jax.models import AutoencoderKL, shapes_only
 from emo_jax.models.emo import EMO
 from emo_jax.paths import location
 from emo_jax.train.checkpointing import CONFIG_FILE, step_folder
@@ -91,10 +91,10 @@ def load_bundle(path: str | Path) -> Bundle:
     config_dict, emo_weights, vae_weights, source = (read_bundle if is_bundle else read_run)(path)
     config = ml_collections.ConfigDict(config_dict)
     config.vae.checkpoint, config.vae.random = "", True  # the weights come from here, not from the VAE folder
-    model = nnx.eval_shape(lambda: build_emo(config, 0))
+    model = shapes_only(lambda: build_emo(config, 0))
     load_stage(model, emo_weights, keep=[], source=f"{source} (EMO)")
     vae_layout = vae_config(config)
-    vae = nnx.eval_shape(lambda: AutoencoderKL(vae_layout, compute=compute_of(config), rngs=nnx.Rngs(0)))
+    vae = shapes_only(lambda: AutoencoderKL(vae_layout, compute=compute_of(config), rngs=nnx.Rngs(0)))
     load_stage(vae, vae_weights, keep=[], source=f"{source} (VAE)")
     return Bundle(config, model, vae, source)
 

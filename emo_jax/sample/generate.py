@@ -196,7 +196,7 @@ class VideoSampler:
         self, reference: np.ndarray, face_mask: np.ndarray, audio_features: np.ndarray | None, speed: float | None
     ):
         """The denoising loop of one clip compiled for `frames`' inputs of these shapes, from shapes alone (the
-        weights may be abstract, `nnx.eval_shape`): XLA's executable, e.g. for its `memory_analysis()`."""
+        weights may be abstract, `models.shapes_only`): XLA's executable, e.g. for its `memory_analysis()`."""
         shape = lambda *dims: jax.ShapeDtypeStruct(dims, jnp.float32)
         to_latent = lambda state, pixels: self._encode_latents(state, pixels) * self.scale
         ref_latent = jax.eval_shape(to_latent, self._state, shape(1, *reference.shape))

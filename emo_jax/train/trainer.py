@@ -31,6 +31,7 @@ from flax import nnx
 from emo_jax.build import build_emo, build_vae, vae_shapes
 from emo_jax.diffusion import loss as diffusion_loss
 from emo_jax.diffusion import schedules
+from emo_jax.models import shapes_only
 from emo_jax.paths import location
 from emo_jax.train import sharding
 from emo_jax.train.batch import Dropout, MotionAugment, Objective, to_pixels, training_inputs
@@ -97,7 +98,7 @@ class Trainer:
         self.lr = learning_rate(config)
         self.ema_decay = float(config.ema.decay)
 
-        shapes = nnx.eval_shape(lambda: build_emo(config, config.seed))
+        shapes = shapes_only(lambda: build_emo(config, config.seed))
         trainable_paths(shapes, config.trainable)  # a pattern that matches nothing is a typo: fail now
         self.graphdef, trainable, frozen = nnx.split(shapes, trainable_filter(config.trainable), ...)
         self.trainable, self.frozen = _Weights(trainable), _Weights(frozen)
