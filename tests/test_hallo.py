@@ -1,4 +1,4 @@
-"""Hallo's layout: net.pth keys convert strictly; properties of the region audio block."""
+"""Hallo's layout: net.pth keys convert strictly; properties of the region audio block; configs/hallo.py."""
 
 from __future__ import annotations
 
@@ -10,13 +10,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from peers import require
 
-from emo_jax.convert.hallo import from_hallo
+from emo_jax.config import load_config
+from emo_jax.convert.hallo import from_hallo, hallo_config
 from emo_jax.convert.state_dict import ConversionError
 from emo_jax.models import Compute
 from emo_jax.models.attention import Context
-from emo_jax.models.emo import AudioProjectionConfig, ImageEmbeddingConfig
+from emo_jax.models.emo import AudioProjectionConfig, EMOConfig, ImageEmbeddingConfig
 from emo_jax.models.region_audio import RegionAudioBlock
+from emo_jax.sample.generate import SamplingSettings
 
 # Key names and shapes of Hallo's `Net` state dict at tiny sizes, written by Hallo's own modules (see "source").
 HALLO_KEYS = Path(__file__).parent / "data" / "hallo_net_keys.json"
@@ -133,3 +136,37 @@ def test_masks_for_the_blocks_resolution_are_required():
     x, audio, _, _ = _inputs(masks_on=True)
     with pytest.raises(ValueError, match="no region masks for 16 tokens"):
         block(x, Context(audio=audio, region_masks=(jnp.ones((3, 3, 4)),)))
+
+
+SD15_UNET = {"_class_name": "UNet2DConditionModel", "cross_attention_dim": 768, "sample_size": 64}  # the rest default
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_the_hallo_config_is_hallos_model_and_sampler(dtype):
+    """configs/hallo.py: from_hallo's model of SD1.5, the compute dtype by flag, and the DDIM steps of Hallo's
+    `configs/inference/default.yaml` (its scheduler settings given to diffusers' DDIMScheduler)."""
+    torch, diffusers = require("torch"), require("diffusers")
+    config = load_config(f"configs/hallo.py:{dtype}")
+    assert EMOConfig.from_dict(config.model) == hallo_config(SD15_UNET)
+    assert config.compute.dtype == dtype
+    assert (config.data.num_frames, config.model.num_motion_frames, config.data.size) == (16, 2, 512)
+    peer = diffusers.DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="linear",
+        clip_sample=False,
+        steps_offset=1,
+        prediction_type="v_prediction",
+        rescale_betas_zero_snr=True,
+        timestep_spacing="trailing",
+    )
+    peer.set_timesteps(40)
+    table = SamplingSettings.from_config(config).table(config)
+    np.testing.assert_array_equal(table.timesteps, peer.timesteps.numpy())
+    abar = peer.alphas_cumprod.to(torch.float64).numpy()[table.timesteps]
+    np.testing.assert_allclose(table.sqrt_abar, np.sqrt(abar), rtol=1e-6, atol=1e-7)
+
+
+def test_the_hallo_config_refuses_an_unknown_dtype():
+    with pytest.raises(ValueError, match="float8"):
+        load_config("configs/hallo.py:float8")
