@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TypeVar
 
 import jax
 import orbax.checkpoint as ocp
@@ -18,6 +19,7 @@ from emo_jax.models import AutoencoderKL, Compute, UNet, abstract_model
 from emo_jax.paths import location
 
 PARAMS_DIR = "params"
+M = TypeVar("M", bound=nnx.Module)
 
 
 def save_model(directory: str | Path, model: UNet | AutoencoderKL) -> Path:
@@ -25,9 +27,25 @@ def save_model(directory: str | Path, model: UNet | AutoencoderKL) -> Path:
     directory = Path(directory).absolute()
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.json").write_text(json.dumps(model.config.to_diffusers(), indent=2) + "\n")
-    with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(directory / PARAMS_DIR, nnx.state(model, nnx.Param), force=True)
+    save_params(directory / PARAMS_DIR, model)
     return directory
+
+
+def save_params(directory: str | Path, model: nnx.Module) -> None:
+    """`nnx.state(model, nnx.Param)` as an Orbax checkpoint at `directory` (an existing one is replaced)."""
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(Path(directory).absolute(), nnx.state(model, nnx.Param), force=True)
+
+
+def restore_params(directory, model: M) -> M:
+    """`model` (abstract, from `models.shapes_only`) with its parameters restored from `save_params`' checkpoint
+    at `directory` (local or gs://), on the first device."""
+    graphdef, abstract_params, rest = nnx.split(model, nnx.Param, ...)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract_params)
+    with ocp.StandardCheckpointer() as checkpointer:
+        params = checkpointer.restore(directory, target)
+    return nnx.merge(graphdef, params, rest)
 
 
 def load_model(directory: str | Path, *, compute: Compute = Compute()) -> UNet | AutoencoderKL:
@@ -38,9 +56,4 @@ def load_model(directory: str | Path, *, compute: Compute = Compute()) -> UNet |
     if not config_path.is_file() or not (directory / PARAMS_DIR).is_dir():
         raise FileNotFoundError(f"{directory}: not a saved emo_jax model (needs config.json and {PARAMS_DIR}/)")
     model = abstract_model(json.loads(config_path.read_text()), compute=compute, source=str(config_path))
-    graphdef, abstract_params = nnx.split(model, nnx.Param)
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract_params)
-    with ocp.StandardCheckpointer() as checkpointer:
-        params = checkpointer.restore(directory / PARAMS_DIR, target)
-    return nnx.merge(graphdef, params)
+    return restore_params(directory / PARAMS_DIR, model)

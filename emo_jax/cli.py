@@ -154,6 +154,10 @@ def _convert(args: argparse.Namespace) -> None:
     from emo_jax.checkpoint import save_model
     from emo_jax.convert.diffusers import from_diffusers_folder
 
+    if (args.src is None) == (args.hallo is None):
+        raise ValueError("convert takes a diffusers folder (SRC) or --hallo DIR, one of the two")
+    if args.hallo:
+        return _convert_hallo(args)
     src, out = Path(args.src), Path(args.out)
     if (src / "model_index.json").is_file():  # a whole pipeline: convert the parts we have
         parts = [(src / name, out / name) for name in ("unet", "vae") if (src / name / "config.json").is_file()]
@@ -173,6 +177,18 @@ def _convert(args: argparse.Namespace) -> None:
             errors = verify(model, load_peer(part_src, class_name, args.variant))
             for name, err in errors.items():
                 print(f"  verify {name}: relative error {err:.2e} (JAX vs PyTorch, fp32, random input)")
+
+
+def _convert_hallo(args: argparse.Namespace) -> None:
+    from emo_jax.config import load_config
+    from emo_jax.convert.hallo import convert_folder
+
+    start = time.perf_counter()
+    config = convert_folder(args.hallo, args.out, load_config(args.config or "configs/hallo.py"))
+    print(
+        f"{args.hallo} -> {args.out} (Hallo's model, compute {config.compute.dtype}, "
+        f"{time.perf_counter() - start:.1f} s): emo-jax sample --checkpoint {args.out} ..."
+    )
 
 
 def _info(args: argparse.Namespace) -> None:
@@ -413,9 +429,17 @@ def build_parser() -> argparse.ArgumentParser:
     vae.add_argument("--held-out-every", type=int, default=10, help="every Nth frame is kept out to measure PSNR")
     vae.set_defaults(func=_train_vae)
 
-    convert = sub.add_parser("convert", help="diffusers model or pipeline folder -> Orbax checkpoint")
-    convert.add_argument("src", help="diffusers model folder (config.json + weights) or pipeline folder")
-    convert.add_argument("--out", required=True, help="output folder (config.json + params/)")
+    convert = sub.add_parser(
+        "convert", help="diffusers model or pipeline folder, or Hallo's pretrained_models -> Orbax checkpoint"
+    )
+    convert.add_argument("src", nargs="?", help="diffusers model folder (config.json + weights) or pipeline folder")
+    convert.add_argument(
+        "--hallo", metavar="DIR", help="instead: Hallo's pretrained_models folder -> a bundle for emo-jax sample"
+    )
+    convert.add_argument(
+        "--config", help="with --hallo: the config the bundle samples with (default configs/hallo.py, fp16 compute)"
+    )
+    convert.add_argument("--out", required=True, help="output folder (config.json + params/; with --hallo emo/, vae/)")
     convert.add_argument("--variant", help="weights variant, e.g. fp16 (diffusion_pytorch_model.fp16.safetensors)")
     convert.add_argument(
         "--verify", action="store_true", help="compare with the PyTorch model (needs torch, diffusers)"

@@ -170,3 +170,59 @@ def test_the_hallo_config_is_hallos_model_and_sampler(dtype):
 def test_the_hallo_config_refuses_an_unknown_dtype():
     with pytest.raises(ValueError, match="float8"):
         load_config("configs/hallo.py:float8")
+
+
+def test_convert_names_every_missing_part_of_hallos_folder(tmp_path, capsys):
+    from emo_jax.cli import main
+
+    (tmp_path / "hallo").mkdir()
+    (tmp_path / "hallo" / "net.pth").write_bytes(b"")
+    with pytest.raises(SystemExit) as info:
+        main(["convert", "--hallo", str(tmp_path), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert info.value.code == 1 and "net.pth" not in err, err
+    assert "stable-diffusion-v1-5/unet/config.json" in err and "sd-vae-ft-mse/config.json" in err, err
+    assert err.count("fudan-generative-vision/hallo") == 2, err
+
+
+def test_a_converted_hallo_folder_loads_as_a_sampling_bundle(tmp_path):
+    """Hallo's pretrained_models layout with tiny random weights (net.pth written by torch) -> convert_folder ->
+    load_bundle: every parameter equal to from_hallo's, the VAE's to the diffusers folder's."""
+    torch, diffusers = require("torch"), require("diffusers")
+    from tiny import TINY_VAE
+
+    from emo_jax.convert.diffusers import from_diffusers_folder
+    from emo_jax.convert.hallo import convert_folder
+    from emo_jax.sample import load_bundle
+
+    layout = _layout()
+    folder = tmp_path / "pretrained_models"
+    rng = np.random.default_rng(0)
+    net = {k: rng.standard_normal(shape).astype(np.float32) for k, shape in layout["keys"].items()}
+    (folder / "hallo").mkdir(parents=True)
+    torch.save({k: torch.from_numpy(v) for k, v in net.items()}, folder / "hallo" / "net.pth")
+    (folder / "stable-diffusion-v1-5" / "unet").mkdir(parents=True)
+    unet_config = dict(layout["unet_config"], _class_name="UNet2DConditionModel")
+    (folder / "stable-diffusion-v1-5" / "unet" / "config.json").write_text(json.dumps(unet_config))
+    torch.manual_seed(0)
+    diffusers.AutoencoderKL(**TINY_VAE.to_diffusers()).save_pretrained(folder / "sd-vae-ft-mse")
+
+    overrides = dict(
+        audio=AudioProjectionConfig(**layout["audio"]),
+        image_embedding=ImageEmbeddingConfig(**layout["image_embedding"]),
+    )
+    config = load_config("configs/hallo.py:float32")
+    config.model = hallo_config(layout["unet_config"], **overrides).to_dict()
+    written = convert_folder(folder, tmp_path / "bundle", config)
+    bundle = load_bundle(tmp_path / "bundle")
+
+    assert EMOConfig.from_dict(bundle.config.model) == EMOConfig.from_dict(written.model) == bundle.model.config
+    assert bundle.config.compute.dtype == "float32" and "pretrained_models" in bundle.config.exported_from
+    expected = from_hallo(net, layout["unet_config"], **overrides)
+    pairs = [(nnx.state(bundle.model, nnx.Param), nnx.state(expected, nnx.Param))]
+    pairs.append((nnx.state(bundle.vae, nnx.Param), nnx.state(from_diffusers_folder(folder / "sd-vae-ft-mse"))))
+    for got, want in pairs:
+        got, want = dict(nnx.to_flat_state(got)), dict(nnx.to_flat_state(want))
+        assert got.keys() == want.keys()
+        for path in want:
+            np.testing.assert_array_equal(np.asarray(got[path][...]), np.asarray(want[path][...]), err_msg=str(path))

@@ -9,15 +9,21 @@
   * the motion modules of the backbone's stages without spatial attention are dropped: Hallo's inference never
     runs them (`MotionConfig.in_plain_stages`);
 every other key must land on exactly one parameter and every parameter must be filled (`load_state_dict`).
+
+`convert_folder` turns Hallo's `pretrained_models` folder into a converted bundle (`emo-jax convert --hallo`)
+that sampling loads in seconds, without torch.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+import ml_collections
 import numpy as np
 from flax import nnx
 
@@ -34,6 +40,15 @@ PREFIXES = {
     "face_locator.": "face_locator.",
     "imageproj.": "image_projection.",
     "audioproj.": "audio_projection.",
+}
+# What conversion reads from Hallo's `pretrained_models` folder, and where Hallo's README gets each part (all in
+# the Hugging Face repo fudan-generative-vision/hallo, under pretrained_models/).
+FOLDER_PARTS = {
+    "hallo/net.pth": "Hallo's own weights (fudan-generative-vision/hallo: hallo/net.pth)",
+    "stable-diffusion-v1-5/unet/config.json": "SD1.5's UNet config (fudan-generative-vision/hallo: "
+    "stable-diffusion-v1-5/unet/, from runwayml/stable-diffusion-v1-5)",
+    "sd-vae-ft-mse/config.json": "SD's fine-tuned VAE (fudan-generative-vision/hallo: sd-vae-ft-mse/, from "
+    "stabilityai/sd-vae-ft-mse)",
 }
 _MOTION_STAGE = re.compile(r"^backbone\.(down|up)_blocks\.(\d+)\.motion_modules\.")
 
@@ -123,3 +138,53 @@ def from_hallo(
     model = shapes_only(lambda: EMO(config, compute=compute, rngs=nnx.Rngs(0)))
     plain = _plain_stages(config.backbone)
     return load_state_dict(model, net_state_dict, source=source, rename=lambda k: hallo_key(k, plain))
+
+
+def check_folder(folder: str | Path, parts: Mapping[str, str] = FOLDER_PARTS) -> Path:
+    """Hallo's `pretrained_models` folder, with every missing part named and where to get it."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: not a folder (Hallo's pretrained_models, as its README lays it out)")
+    missing = [f"  {name}: {source}" for name, source in parts.items() if not (folder / name).exists()]
+    if missing:
+        raise FileNotFoundError(f"{folder}: Hallo's pretrained_models folder lacks\n" + "\n".join(missing))
+    return folder
+
+
+def convert_folder(folder: str | Path, out: str | Path, config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Hallo's `pretrained_models` folder -> a converted bundle at `out` (`sample.bundle`): `config.json` (the
+    `config`, normally configs/hallo.py, its model laid out from the folder's SD1.5 UNet config), `emo/` (the
+    model's parameters, Orbax) and `vae/` (sd-vae-ft-mse, `checkpoint.save_model`). Reading `net.pth` needs
+    torch; the bundle does not. Returns the config written."""
+    from emo_jax.build import compute_of
+    from emo_jax.checkpoint import save_model, save_params
+    from emo_jax.convert.diffusers import from_diffusers_folder
+    from emo_jax.convert.files import read_state_dict
+
+    folder = check_folder(folder).absolute()
+    unet_file = folder / "stable-diffusion-v1-5/unet/config.json"
+    model = EMOConfig.from_dict(config.model)
+    layout = dict(
+        audio=model.audio,
+        image_embedding=model.image_embedding,
+        face_locator_channels=model.face_locator_channels,
+        motion_heads=model.backbone.motion.motion_num_attention_heads,
+    )
+    emo = from_hallo(
+        read_state_dict(folder / "hallo/net.pth"),
+        json.loads(unet_file.read_text()),
+        compute=compute_of(config),
+        source=str(folder / "hallo/net.pth"),
+        **layout,
+    )
+    vae = from_diffusers_folder(folder / "sd-vae-ft-mse")
+    out = Path(out)
+    save_params(out / "emo", emo)
+    save_model(out / "vae", vae)
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.model = emo.config.to_dict()
+    layout = {k: v for k, v in dataclasses.asdict(vae.config).items() if k != "scaling_factor"}
+    config.vae.update(checkpoint="", random=False, layout=layout, scaling_factor=vae.config.scaling_factor)
+    config.exported_from = f"{folder} (Hallo's pretrained_models)"
+    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=1) + "\n")
+    return config

@@ -1,11 +1,13 @@
 """What sampling loads: a trained EMO model, its VAE and the config they were trained with.
 
-Two sources, one result (`Bundle`):
+Three sources, one result (`Bundle`):
   * a training run (`emo-jax train --workdir`): the workdir (its latest checkpoint) or one step folder. The
     EMO weights are the EMA where the run kept one, else the trained weights, plus the frozen ones; the VAE is
     the one the run trained with (its weights are part of every checkpoint).
   * an exported bundle (`export_bundle`, `emo-jax export`): a folder with `config.json`, `emo.safetensors` and
     `vae.safetensors`, weights by dotted parameter path. Small and self-contained: the demo model ships as one.
+  * a converted bundle (`emo-jax convert --hallo`): `config.json`, `emo/` (Orbax parameters, `save_params`) and
+    `vae/` (`save_model`): for models too large for one safetensors file in memory, e.g. Hallo's.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from emo_jax.build import build_emo, compute_of, vae_config
+from emo_jax.checkpoint import load_model, restore_params
 from emo_jax.models import AutoencoderKL, shapes_only
 from emo_jax.models.emo import EMO
 from emo_jax.paths import location
@@ -28,6 +31,7 @@ from emo_jax.train.checkpointing import CONFIG_FILE, step_folder
 from emo_jax.train.init import load_stage
 
 BUNDLE_FILES = ("config.json", "emo.safetensors", "vae.safetensors")
+CONVERTED_PARTS = ("config.json", "emo", "vae")
 
 
 @dataclasses.dataclass
@@ -87,6 +91,8 @@ def load_bundle(path: str | Path) -> Bundle:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"--checkpoint {path}: does not exist")
+    if all((path / name).exists() for name in CONVERTED_PARTS):
+        return _load_converted(path.absolute())
     is_bundle = all((path / name).is_file() for name in BUNDLE_FILES)
     config_dict, emo_weights, vae_weights, source = (read_bundle if is_bundle else read_run)(path)
     config = ml_collections.ConfigDict(config_dict)
@@ -115,3 +121,11 @@ def export_bundle(checkpoint: str | Path, out: str | Path) -> Path:
     save_file({k: np.ascontiguousarray(v) for k, v in vae.items()}, out / "vae.safetensors")
     (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
     return out
+
+
+def _load_converted(path: Path) -> Bundle:
+    config = ml_collections.ConfigDict(json.loads((path / "config.json").read_text()))
+    compute = compute_of(config)
+    model = restore_params(path / "emo", shapes_only(lambda: build_emo(config, 0)))
+    vae = load_model(path / "vae", compute=compute)
+    return Bundle(config, model, vae, str(path))
