@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx, struct
 
@@ -317,8 +318,21 @@ class Wav2Vec2Encoder(nnx.Module):
         return Wav2Vec2Output(states, self.layer_norm(x) if self.stable_layer_norm else x)
 
 
+def interpolate_frames(x: jax.Array, num_frames: int) -> jax.Array:
+    """[B, T, C] -> [B, num_frames, C]: linear interpolation with the end frames kept in place (torch's
+    `F.interpolate(mode='linear', align_corners=True)` along T)."""
+    length = x.shape[1]
+    positions = jnp.arange(num_frames, dtype=jnp.float32) * ((length - 1) / max(num_frames - 1, 1))
+    low = jnp.floor(positions).astype(jnp.int32)
+    high = jnp.minimum(low + 1, length - 1)
+    weight = (positions - low)[None, :, None].astype(x.dtype)
+    return x[:, low] * (1 - weight) + x[:, high] * weight
+
+
 class Wav2Vec2Model(nnx.Module):
-    """`model(waveform[B, S]) -> Wav2Vec2Output` with T ~ S / 320 frames (20 ms each at 16 kHz).
+    """`model(waveform[B, S]) -> Wav2Vec2Output` with T ~ S / 320 frames (20 ms each at 16 kHz), or with
+    `num_frames` frames: the conv features linearly resampled to that many before the transformer (Hallo's
+    `Wav2VecModel`, which gives one frame per video frame).
 
     The waveform is 16 kHz mono, normalised as the checkpoint's feature extractor expects (zero mean, unit
     variance for wav2vec2-base-960h).
@@ -330,5 +344,8 @@ class Wav2Vec2Model(nnx.Module):
         self.feature_projection = FeatureProjection(config, compute=compute, rngs=rngs)
         self.encoder = Wav2Vec2Encoder(config, compute=compute, rngs=rngs)
 
-    def __call__(self, waveform: jax.Array) -> Wav2Vec2Output:
-        return self.encoder(self.feature_projection(self.feature_extractor(waveform)))
+    def __call__(self, waveform: jax.Array, num_frames: int | None = None) -> Wav2Vec2Output:
+        features = self.feature_extractor(waveform)
+        if num_frames is not None:
+            features = interpolate_frames(features, num_frames)
+        return self.encoder(self.feature_projection(features))
