@@ -1,4 +1,4 @@
-"""One full Hallo denoising step against Hallo's own PyTorch code, on random weights (opt-in, slow).
+"""One full Hallo denoising step and its masks against Hallo's own PyTorch code, on random weights (opt-in, slow).
 
 Hallo cannot be installed; point EMO_JAX_HALLO_REPO at a checkout of fudan-generative-vision/hallo (its
 `hallo/models` and `einops` importable; a stub `xformers` is made here). Hallo's modules are built as its
@@ -188,3 +188,46 @@ def test_one_guided_step_matches_hallo(hallo_modules, frames):
         assert error < 1e-5, f"branch {branch}: max error {error:.2e} of the largest value"
     guided, guided_want = ours[0] + guidance * (ours[1] - ours[0]), want[0] + guidance * (want[1] - want[0])
     assert np.abs(guided - guided_want).max() / np.abs(guided_want).max() < 1e-5
+
+
+def test_masks_equal_hallos_from_the_same_landmarks(tmp_path, monkeypatch):
+    """emo_jax.sample.hallo_masks against Hallo's `get_mask` steps (hallo.utils.util, its files re-read), on 20
+    random landmark sets: every pixel equal."""
+    if not HALLO:
+        pytest.skip("EMO_JAX_HALLO_REPO (a checkout of fudan-generative-vision/hallo) is not set")
+    import types
+
+    from PIL import Image
+
+    from emo_jax.sample.hallo_masks import LIPS, hallo_masks
+
+    for name in ("av", "mediapipe", "torchvision", "moviepy", "moviepy.editor"):  # imported, unused here
+        stub = types.ModuleType(name)
+        stub.AudioFileClip = stub.VideoClip = object
+        monkeypatch.setitem(sys.modules, name, stub)
+    monkeypatch.syspath_prepend(HALLO)
+    require("torch")
+    pytest.importorskip("einops")
+    from hallo.utils import util
+
+    rng = np.random.default_rng(0)
+    for trial in range(20):
+        x, y, s = rng.uniform(100, 400), rng.uniform(100, 400), rng.uniform(40, 250)
+        landmarks = np.stack([x + rng.uniform(-s, s, 478), y + rng.uniform(-s, s, 478)], 1)
+        landmarks[list(LIPS)] = np.stack([x + rng.uniform(-s, s, 20) / 4, y + s / 2 + rng.uniform(-s, s, 20) / 8], 1)
+        ratio = float(rng.choice([1.0, 1.2, 1.5]))
+        ours = hallo_masks(landmarks, 512, 512, ratio)
+        f = {k: str(tmp_path / f"{trial}_{k}.png") for k in ("lip", "face", "blur", "sep_lip", "full", "sep_face")}
+        util.get_lip_mask(landmarks, 512, 512, f["lip"])
+        util.get_face_mask(landmarks, 512, 512, f["face"], ratio)
+        util.get_blur_mask(f["face"], f["blur"], kernel_size=(51, 51))
+        util.get_blur_mask(f["lip"], f["sep_lip"], kernel_size=(31, 31))
+        util.get_background_mask(f["blur"], f["full"])
+        util.get_sep_face_mask(f["blur"], f["sep_lip"], f["sep_face"])
+        for mine, name in (
+            (ours.face_locator, "face"),
+            (ours.full, "full"),
+            (ours.face, "sep_face"),
+            (ours.lip, "sep_lip"),
+        ):
+            np.testing.assert_array_equal(mine, np.asarray(Image.open(f[name])), err_msg=f"{trial} {name}")
