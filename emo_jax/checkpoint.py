@@ -37,7 +37,7 @@ def save_params(directory: str | Path, model: nnx.Module) -> None:
         checkpointer.save(Path(directory).absolute(), nnx.state(model, nnx.Param), force=True)
 
 
-def restore_params(directory, model: M) -> M:
+def restore_params(directory: str | Path, model: M) -> M:
     """`model` (abstract, from `models.shapes_only`) with its parameters restored from `save_params`' checkpoint
     at `directory` (local or gs://), on the first device."""
     graphdef, abstract_params, rest = nnx.split(model, nnx.Param, ...)

@@ -11,7 +11,7 @@
 every other key must land on exactly one parameter and every parameter must be filled (`load_state_dict`).
 
 `convert_folder` turns Hallo's `pretrained_models` folder into a converted bundle (`emo-jax convert --hallo`)
-that sampling loads in seconds, without torch.
+that sampling loads without torch.
 """
 
 from __future__ import annotations
