@@ -38,6 +38,11 @@ def check_one_frame(waveform: np.ndarray, receptive_field: int) -> None:
         raise ValueError(f"audio of {waveform.size} samples is shorter than one feature frame ({receptive_field})")
 
 
+def normalize_waveform(waveform: np.ndarray) -> np.ndarray:
+    """Zero mean, unit variance over the whole waveform, as wav2vec2-base-960h's feature extractor."""
+    return (waveform - waveform.mean()) / np.sqrt(waveform.var() + 1e-7)
+
+
 def _conv_output_length(length: int, kernels: Sequence[int], strides: Sequence[int]) -> int:
     for kernel, stride in zip(kernels, strides):
         length = (length - kernel) // stride + 1
@@ -112,7 +117,7 @@ class Wav2Vec2Features:
         waveform = np.asarray(waveform, np.float32)
         check_one_frame(waveform, self.receptive_field)
         if self.normalize:
-            waveform = (waveform - waveform.mean()) / np.sqrt(waveform.var() + 1e-7)
+            waveform = normalize_waveform(waveform)
         pieces = []
         total = self.num_frames(waveform.size)
         for keep_start, keep_end, run_start, run_end in self.chunks(waveform.size):

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from emo_jax.audio.features import normalize_waveform
 from emo_jax.audio.loading import SAMPLE_RATE
 from emo_jax.models.conditioning import window_indices
 from emo_jax.models.wav2vec2 import Wav2Vec2Model
@@ -34,7 +35,7 @@ def hallo_audio_features(
     waveform = np.asarray(waveform, np.float32)
     if waveform.ndim != 1 or waveform.size == 0:
         raise ValueError(f"expected a non-empty mono waveform [S], got shape {waveform.shape}")
-    waveform = (waveform - waveform.mean()) / np.sqrt(waveform.var() + 1e-7)
+    waveform = normalize_waveform(waveform)
     frames = math.ceil(waveform.size / SAMPLE_RATE * fps)
     padded = -(-frames // clip_frames) * clip_frames
     waveform = np.pad(waveform, (0, (padded - frames) * (SAMPLE_RATE // fps)))

@@ -164,7 +164,7 @@ def convert_folder(folder: str | Path, out: str | Path, config: ml_collections.C
     folder = check_folder(folder).absolute()
     unet_file = folder / "stable-diffusion-v1-5/unet/config.json"
     model = EMOConfig.from_dict(config.model)
-    layout = dict(
+    sizes = dict(
         audio=model.audio,
         image_embedding=model.image_embedding,
         face_locator_channels=model.face_locator_channels,
@@ -175,7 +175,7 @@ def convert_folder(folder: str | Path, out: str | Path, config: ml_collections.C
         json.loads(unet_file.read_text()),
         compute=compute_of(config),
         source=str(folder / "hallo/net.pth"),
-        **layout,
+        **sizes,
     )
     vae = from_diffusers_folder(folder / "sd-vae-ft-mse")
     out = Path(out)
@@ -183,8 +183,8 @@ def convert_folder(folder: str | Path, out: str | Path, config: ml_collections.C
     save_model(out / "vae", vae)
     config = ml_collections.ConfigDict(config.to_dict())
     config.model = emo.config.to_dict()
-    layout = {k: v for k, v in dataclasses.asdict(vae.config).items() if k != "scaling_factor"}
-    config.vae.update(checkpoint="", random=False, layout=layout, scaling_factor=vae.config.scaling_factor)
+    vae_layout = {k: v for k, v in dataclasses.asdict(vae.config).items() if k != "scaling_factor"}
+    config.vae.update(checkpoint="", random=False, layout=vae_layout, scaling_factor=vae.config.scaling_factor)
     config.exported_from = f"{folder} (Hallo's pretrained_models)"
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=1) + "\n")
     return config

@@ -3,7 +3,7 @@
 
   * face box: the silhouette landmarks' box grown by `face_expand_ratio` (1.2); lip box: the lip landmarks' box
     grown 2x (Hallo's `expand_region`: about the centre, shifted back inside the image);
-  * the face-locator input: the face box at full resolution, 0 / 255, three identical channels;
+  * the face-locator input: the face box at full resolution, 0 / 255, one channel (Hallo feeds three copies);
   * the audio modules' region masks, blurred at 64 x 64: face box blurred (Gaussian 51), lip box blurred
     (Gaussian 31), each stretched to 0-255; full = 255 - face blur, face = face blur - lip blur (saturating);
     then resized to each UNet level (image side / 8, 16, 32, 64) and flattened.
