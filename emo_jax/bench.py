@@ -607,12 +607,33 @@ def _sampling_inputs(config, clips: int) -> tuple[np.ndarray, np.ndarray, np.nda
     return reference, mask, features, speed
 
 
+def _hallo_inputs(config, clips: int):
+    """Random `HalloInputs` of a Hallo-layout config's shapes: the face box and its blurred regions in the middle."""
+    from emo_jax.sample.hallo import HalloInputs
+    from emo_jax.sample.hallo_masks import HalloMasks
+
+    rng, size, model = np.random.default_rng(0), config.data.size, config.model
+    box = lambda side, lo, hi: np.pad(np.full((hi - lo, hi - lo), 255, np.uint8), (lo, side - hi))  # noqa: E731
+    face = box(64, 16, 48)
+    masks = HalloMasks(box(size, size // 4, 3 * size // 4), 255 - face, face, box(64, 28, 40))
+    a = model.audio
+    return HalloInputs(
+        reference=rng.uniform(-1, 1, (size, size, 3)).astype(np.float32),
+        face_embedding=rng.standard_normal(model.image_embedding.dim).astype(np.float32),
+        masks=masks,
+        audio_features=rng.standard_normal((clips * config.data.num_frames, a.seq_len, a.blocks, a.channels)),
+        frames=clips * config.data.num_frames,
+    )
+
+
 def bench_sample(args: argparse.Namespace) -> None:
-    """Seconds per clip and per frame of `VideoSampler` (random weights of a config: the cost does not depend on
-    them), and the compiled denoising loop's memory (XLA's memory analysis)."""
+    """Seconds per clip and per frame of `VideoSampler`, or `HalloSampler` for a Hallo-layout config (random
+    weights of a config: the cost does not depend on them), and the compiled clip's memory (XLA's memory analysis;
+    on a GPU also the measured peak)."""
     from emo_jax.build import build_emo, build_vae
     from emo_jax.config import apply_overrides, load_config
     from emo_jax.sample.generate import SamplingSettings, VideoSampler
+    from emo_jax.sample.hallo import HalloSampler
 
     config = apply_overrides(load_config(args.config), args.overrides)
     if args.dtype:
@@ -623,17 +644,23 @@ def bench_sample(args: argparse.Namespace) -> None:
     )
     model = shapes_only(lambda: build_emo(config)) if args.compile_only else build_emo(config)
     vae = shapes_only(lambda: build_vae(config)) if args.compile_only else build_vae(config)
-    sampler = VideoSampler(model, vae, config, settings)
-    f, size, device = config.data.num_frames, config.data.size, jax.devices()[0]
+    f, size, device, clips = config.data.num_frames, config.data.size, jax.devices()[0], args.clips
+    if config.model.get("image_embedding") is not None:
+        sampler, inputs = HalloSampler(model, vae, config, settings), _hallo_inputs(config, clips)
+        run = lambda on_clip: sampler.frames(inputs, on_clip=on_clip)  # noqa: E731
+        compile_clip = lambda: sampler.compile_clip(inputs)  # noqa: E731
+    else:
+        sampler, inputs = VideoSampler(model, vae, config, settings), _sampling_inputs(config, clips)
+        run = lambda on_clip: sampler.frames(*inputs, total_frames=clips * f, on_clip=on_clip)  # noqa: E731
+        compile_clip = lambda: sampler.compile_loop(*inputs)  # noqa: E731
     print(
         f"sample, {args.config} ({config.compute.dtype}): {f}-frame clips at {size}px, {settings.sampler} "
-        f"{settings.steps} steps, {len(sampler.branches)} guidance branches per step, on {device.device_kind}"
+        f"{settings.steps} steps, {len(sampler.branches)} guidance branches per step, {type(sampler).__name__}, "
+        f"on {device.device_kind}"
     )
-    inputs = _sampling_inputs(config, args.clips)
     if not args.compile_only:
         ends = [time.perf_counter()]
-        on_clip = lambda _: ends.append(time.perf_counter())
-        for _ in sampler.frames(*inputs, total_frames=args.clips * f, on_clip=on_clip):
+        for _ in run(lambda _: ends.append(time.perf_counter())):
             pass
         per_clip = np.diff(ends)
         steady = statistics.median(per_clip[1:]) if len(per_clip) > 1 else per_clip[0]
@@ -643,8 +670,12 @@ def bench_sample(args: argparse.Namespace) -> None:
         )
         args.results.add("seconds per clip", steady, "s")
         args.results.add("seconds per frame", steady / f, "s")
+        peak = (device.memory_stats() or {}).get("peak_bytes_in_use")
+        if peak:
+            print(f"  device memory peak while sampling: {peak / 2**30:.2f} GiB")
+            args.results.add("device memory peak", peak / 2**30, "GiB")
     start = time.perf_counter()
-    compiled = sampler.compile_loop(*inputs)
+    compiled = compile_clip()
     took = f" in {time.perf_counter() - start:.0f} s" if args.compile_only else ""
     sizes, peak = _memory(compiled)
     print(f"  denoising loop of one clip compiled{took}: memory {sizes}, peak ~{peak:.2f} GiB")
@@ -764,12 +795,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="sampling: seconds per clip and per frame, loop memory",
         description="Config entries: --config.a.b=value.",
     )
-    sample.add_argument("--config", default="tiny", help="config file[:arg] (default: tiny; configs/stage3.py: SD1.5)")
+    sample.add_argument(
+        "--config",
+        default="tiny",
+        help="config file[:arg] (default: tiny; configs/stage3.py: SD1.5; configs/hallo.py: Hallo's)",
+    )
     sample.add_argument("--steps", type=int, default=40)
     sample.add_argument("--guidance-audio", type=float, default=3.5)
     sample.add_argument("--guidance-reference", type=float, default=3.5)
     sample.add_argument("--clips", type=int, default=3, help="clips generated (the first one includes compiling)")
-    sample.add_argument("--dtype", choices=["float32", "bfloat16"], help="compute dtype (default: the config's)")
+    sample.add_argument(
+        "--dtype", choices=["float32", "bfloat16", "float16"], help="compute dtype (default: the config's)"
+    )
     sample.add_argument(
         "--compile-only", action="store_true", help="compile the denoising loop from shapes alone: memory, no run"
     )

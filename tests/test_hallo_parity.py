@@ -38,18 +38,22 @@ def hallo_modules(tmp_path_factory):
     return audio_proj, face_locator, image_proj, mutual_self_attention, unet_2d_condition, unet_3d
 
 
-@pytest.mark.parametrize("frames", [16, 4])  # 16: Hallo's guidance mask as written; 4: its fallback
-def test_one_guided_step_matches_hallo(hallo_modules, frames):
+SIZES = dict(ch=(32, 32, 64, 64), cad=48, emb=64, lat=16)  # channels, cross-attention dim, face embedding, latent side
+
+
+@pytest.fixture(scope="module")
+def hallo_net(hallo_modules):
+    """Hallo's five modules at tiny sizes with every parameter random (zero-initialised ones too), as `Net` holds
+    them, and our model converted from their state dict."""
     import torch
     from diffusers.configuration_utils import FrozenDict
-    from einops import repeat
 
     from emo_jax.convert.hallo import from_hallo
     from emo_jax.models.emo import AudioProjectionConfig, ImageEmbeddingConfig
 
-    audio_proj, face_locator, image_proj, mutual, unet_2d, unet_3d = hallo_modules
+    audio_proj, face_locator, image_proj, _, unet_2d, unet_3d = hallo_modules
     torch.manual_seed(0)
-    ch, cad, emb, lat, f = (32, 32, 64, 64), 48, 64, 16, frames
+    ch, cad, emb, lat = (SIZES[k] for k in ("ch", "cad", "emb", "lat"))
     unet_config = dict(
         sample_size=lat,
         in_channels=4,
@@ -109,10 +113,31 @@ def test_one_guided_step_matches_hallo(hallo_modules, frames):
         imageproj=projection,
         audioproj=audio_projection,
     )
-    with torch.no_grad():  # every parameter random, zero-initialised ones too
+    with torch.no_grad():
         for module in parts.values():
             for p in module.parameters():
                 p.copy_(torch.randn_like(p) * (p[0].numel() ** -0.5 if p.ndim > 1 else 0.3))
+    state_dict = {f"{name}.{k}": v.numpy() for name, m in parts.items() for k, v in m.state_dict().items()}
+    model = from_hallo(
+        state_dict,
+        unet_config,
+        audio=AudioProjectionConfig(seq_len=5, blocks=3, channels=16, intermediate_dim=32, context_tokens=6),
+        image_embedding=ImageEmbeddingConfig(dim=emb, tokens=4),
+    )
+    return parts, unet_config, model
+
+
+@pytest.mark.parametrize("frames", [16, 4])  # 16: Hallo's guidance mask as written; 4: its fallback
+def test_one_guided_step_matches_hallo(hallo_modules, hallo_net, frames):
+    import torch
+    from einops import repeat
+
+    mutual = hallo_modules[3]
+    parts, _, model = hallo_net
+    reference_unet, denoising_unet = parts["reference_unet"], parts["denoising_unet"]
+    locator, projection, audio_projection = parts["face_locator"], parts["imageproj"], parts["audioproj"]
+    emb, lat, f = SIZES["emb"], SIZES["lat"], frames
+    torch.manual_seed(1)
 
     ref_latent, motion_latents = torch.randn(1, 4, lat, lat), torch.randn(2, 4, lat, lat)
     noisy, t = torch.randn(1, 4, f, lat, lat), torch.tensor(537)
@@ -149,13 +174,6 @@ def test_one_guided_step_matches_hallo(hallo_modules, frames):
         )[0]
     want = pred.permute(0, 2, 3, 4, 1).numpy()
 
-    state_dict = {f"{name}.{k}": v.numpy() for name, m in parts.items() for k, v in m.state_dict().items()}
-    model = from_hallo(
-        state_dict,
-        unet_config,
-        audio=AudioProjectionConfig(seq_len=5, blocks=3, channels=16, intermediate_dim=32, context_tokens=6),
-        image_embedding=ImageEmbeddingConfig(dim=emb, tokens=4),
-    )
     keep = jnp.asarray([0.0, 1.0])  # [unconditional, conditional]
     ours_tokens = model.image_tokens(jnp.asarray(face_embedding.numpy()).repeat(2, 0), keep)
     # Hallo's ReferenceNet rows [reference, motion 1, motion 2] x 2 branches read the tokens tiled by torch
@@ -188,6 +206,122 @@ def test_one_guided_step_matches_hallo(hallo_modules, frames):
         assert error < 1e-5, f"branch {branch}: max error {error:.2e} of the largest value"
     guided, guided_want = ours[0] + guidance * (ours[1] - ours[0]), want[0] + guidance * (want[1] - want[0])
     assert np.abs(guided - guided_want).max() / np.abs(guided_want).max() < 1e-5
+
+
+def test_two_clips_match_hallos_pipeline(hallo_modules, hallo_net, monkeypatch):
+    """`HalloSampler.clips` against `scripts/inference.py`'s loop around Hallo's `FaceAnimatePipeline` (2 clips of
+    16 frames, 2 DDIM steps, guidance 3.5, the same starting noise per clip): the decoded frames of both clips.
+    The second clip's motion frames are the first's decoded frames, so this covers the whole chain."""
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler
+    from peers import state_dict_numpy
+
+    from emo_jax.config import load_config
+    from emo_jax.convert import from_diffusers_vae
+    from emo_jax.convert.hallo import hallo_config
+    from emo_jax.models.emo import AudioProjectionConfig, ImageEmbeddingConfig
+    from emo_jax.models.vae import AutoencoderKLConfig
+    from emo_jax.sample.generate import SamplingSettings
+    from emo_jax.sample.hallo import HalloInputs, HalloSampler
+    from emo_jax.sample.hallo_masks import HalloMasks
+
+    face_animate = pytest.importorskip("hallo.animate.face_animate")
+    parts, unet_config, model = hallo_net
+    emb, lat, f, clips, steps, scale = SIZES["emb"], SIZES["lat"], 16, 2, 2, 3.5
+    side, motion_scale = lat * 8, [0.8, 1.1, 1.3]
+    torch.manual_seed(2)
+    vae_config = AutoencoderKLConfig(block_out_channels=(16, 16, 32, 32), layers_per_block=1, norm_num_groups=8)
+    vae = AutoencoderKL(**vae_config.to_diffusers()).eval()
+    with torch.no_grad():
+        for p in vae.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    rng = np.random.default_rng(3)
+    masks = HalloMasks(
+        face_locator=np.where(rng.random((side, side)) > 0.5, 255, 0).astype(np.uint8),
+        **{k: rng.integers(0, 256, (64, 64), dtype=np.uint8) for k in ("full", "face", "lip")},
+    )
+    inputs = HalloInputs(
+        reference=rng.uniform(-1, 1, (side, side, 3)).astype(np.float32),
+        face_embedding=rng.standard_normal(emb).astype(np.float32),
+        masks=masks,
+        audio_features=rng.standard_normal((clips * f, 5, 3, 16)).astype(np.float32),
+        frames=clips * f - 5,
+    )
+    noise = rng.standard_normal((clips, f, lat, lat, 4)).astype(np.float32)
+
+    # scripts/inference.py, from its step 3 on (preprocessing replaced by the inputs above)
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="linear",
+        clip_sample=False,
+        steps_offset=1,
+        prediction_type="v_prediction",
+        rescale_betas_zero_snr=True,
+        timestep_spacing="trailing",
+    )
+    pipeline = face_animate.FaceAnimatePipeline(
+        vae=vae,
+        reference_unet=parts["reference_unet"],
+        denoising_unet=parts["denoising_unet"],
+        face_locator=parts["face_locator"],
+        scheduler=scheduler,
+        image_proj=parts["imageproj"],
+    )
+    starts = iter(torch.from_numpy(noise).permute(0, 4, 1, 2, 3))
+    monkeypatch.setattr(pipeline, "prepare_latents", lambda *args, **kwargs: next(starts)[None])
+    pixels = torch.from_numpy(inputs.reference).permute(2, 0, 1)[None]
+    region = torch.from_numpy(masks.face_locator / 255.0).float()[None].repeat(3, 1, 1)[None]
+    full, face, lip = (
+        [torch.from_numpy(level[r])[None].repeat(f, 1) for level in masks.levels(side)] for r in range(3)
+    )
+    audio_emb = torch.from_numpy(inputs.audio_features)
+    result = []
+    with torch.no_grad():
+        for t in range(clips):
+            if not result:
+                motion = pixels.repeat(2, 1, 1, 1)
+            else:
+                motion = result[-1][0].permute(1, 0, 2, 3)[-2:] * 2.0 - 1.0
+            audio = parts["audioproj"](audio_emb[t * f : (t + 1) * f][None])
+            output = pipeline(
+                ref_image=torch.cat([pixels, motion])[None],
+                audio_tensor=audio,
+                face_emb=torch.from_numpy(inputs.face_embedding)[None],
+                face_mask=region,
+                pixel_values_full_mask=full,
+                pixel_values_face_mask=face,
+                pixel_values_lip_mask=lip,
+                width=side,
+                height=side,
+                video_length=f,
+                num_inference_steps=steps,
+                guidance_scale=scale,
+                generator=None,
+                motion_scale=motion_scale,
+            )
+            result.append(output.videos)
+    want = [v[0].permute(1, 2, 3, 0).numpy() for v in result]  # per clip [F, S, S, 3]
+
+    config = load_config("configs/hallo.py:float32")
+    config.model = hallo_config(
+        unet_config,
+        audio=AudioProjectionConfig(seq_len=5, blocks=3, channels=16, intermediate_dim=32, context_tokens=6),
+        image_embedding=ImageEmbeddingConfig(dim=emb, tokens=4),
+    ).to_dict()
+    config.data.update(num_frames=f, size=side)
+    settings = SamplingSettings(steps=steps, guidance_audio=scale, guidance_reference=scale)
+    sampler = HalloSampler(model, from_diffusers_vae(state_dict_numpy(vae), dict(vae.config)), config, settings)
+    ours = list(sampler.clips(inputs, motion_scale, noise=lambda clip: noise[clip]))
+    assert len(ours) == clips
+    for clip in range(clips):
+        inside = np.mean((want[clip] > 0) & (want[clip] < 1))
+        assert inside > 0.5 and want[clip].std() > 0.05, "the peer's frames are mostly clamped: a weak comparison"
+        error = np.abs(ours[clip] - want[clip]).max()
+        print(f"clip {clip}: max error {error:.2e} (frames in [0, 1]; {inside:.0%} unclamped)")
+        assert error < 1e-4, f"clip {clip}: max error {error:.2e}"
+    frames = np.stack(list(sampler.frames(inputs, motion_scale, noise=lambda clip: noise[clip])))
+    assert frames.shape == (inputs.frames, side, side, 3) and frames.dtype == np.uint8
 
 
 def test_masks_equal_hallos_from_the_same_landmarks(tmp_path, monkeypatch):

@@ -113,6 +113,31 @@ def kernels_in(dtype, state: nnx.State) -> nnx.State:
     return jax.tree_util.tree_map_with_path(cast, state)
 
 
+def denoising_loop(
+    predict: Callable[[jax.Array, jax.Array], jax.Array],
+    table: samplers.SamplerTable,
+    prediction_type: str,
+    chosen: list[guidance.Branch],
+    x: jax.Array,
+    key: jax.Array,
+) -> jax.Array:
+    """The sampler's steps from the start latents x [1, ...] as one `lax.fori_loop`: each step runs the guidance
+    branches `chosen` as one batch, predict(x [K, ...], t [K]) -> outputs [K, ...], and combines them; `key` draws
+    a stochastic sampler's noise. -> the clean latents [1, ...]."""
+    arrays, k = table.arrays(), len(chosen)
+
+    def body(i, carry):
+        x, x0_prev = carry
+        guided = guidance.combine(predict(jnp.repeat(x, k, axis=0), jnp.full((k,), arrays["timesteps"][i])), chosen)
+        noise = jax.random.normal(jax.random.fold_in(key, i), x.shape) if table.stochastic else None
+        x, x0 = samplers.step(arrays, i, prediction_type, guided, x, x0_prev, noise)
+        jax.debug.callback(Progress.report, i)
+        return x, x0
+
+    x, _ = jax.lax.fori_loop(0, table.num_steps, body, (x, jnp.zeros_like(x)))
+    return x
+
+
 class VideoSampler:
     """`frames(...)` yields a video's frames [S, S, 3] uint8; one compile per clip shape and settings."""
 
@@ -155,28 +180,16 @@ class VideoSampler:
             audio_keep=audio_keep if audio is not None else None,
         )
         reference = jax.tree.map(tile, reference)
-        table = self.table.arrays()
         h, w = face_mask.shape[1] // model.config.mask_factor, face_mask.shape[2] // model.config.mask_factor
         shape = (1, self.num_frames, h, w, model.config.backbone.in_channels)
         k_init, k_steps = jax.random.split(key)
-
-        def body(i, carry):
-            x, x0_prev = carry
-            t = table["timesteps"][i]
-            output = model.denoise(jnp.repeat(x, k, axis=0), jnp.full((k,), t), reference, **conditions)
-            guided = guidance.combine(output, self.branches)
-            noise = jax.random.normal(jax.random.fold_in(k_steps, i), shape) if self.table.stochastic else None
-            x, x0 = samplers.step(table, i, self.prediction_type, guided, x, x0_prev, noise)
-            jax.debug.callback(Progress.report, i)
-            return x, x0
-
         x = jax.random.normal(k_init, shape)
         if self.settings.strength < 1:
             abar = jnp.asarray(schedules.alphas_cumprod(**self.config.schedule))
             start = jnp.broadcast_to(ref_latent[:, None], shape)
-            x = schedules.add_noise(start, x, table["timesteps"][:1], abar)
-        x, _ = jax.lax.fori_loop(0, self.table.num_steps, body, (x, jnp.zeros(shape)))
-        return x
+            x = schedules.add_noise(start, x, self.table.arrays()["timesteps"][:1], abar)
+        predict = lambda x, t: model.denoise(x, t, reference, **conditions)  # noqa: E731
+        return denoising_loop(predict, self.table, self.prediction_type, self.branches, x, k_steps)
 
     def _pixels_to_latents(self, pixels: np.ndarray) -> jax.Array:
         """uint8 [N, S, S, 3] -> scaled latent means [N, h, w, C]."""
