@@ -17,13 +17,15 @@ def _demo(args: argparse.Namespace) -> None:
     from emo_jax.assets import DEMO_MODEL, EXAMPLE_AUDIO, EXAMPLE_IMAGE
 
     args.image, args.audio, args.checkpoint = EXAMPLE_IMAGE, EXAMPLE_AUDIO, DEMO_MODEL
+    args.hallo = None
     _sample(args)
     print("  the bundled demo model (tiny EMO, synthetic faces) made the example face speak the example audio")
 
 
 def _sample(args: argparse.Namespace) -> None:
     from emo_jax.assets import DEMO_MODEL
-    from emo_jax.sample import SamplingSettings, load_bundle, sample_video
+    from emo_jax.config import load_config
+    from emo_jax.sample import SamplingSettings, load_bundle, sample_hallo_video, sample_video
     from emo_jax.sample.inputs import check_output
 
     if args.no_provenance:
@@ -33,29 +35,49 @@ def _sample(args: argparse.Namespace) -> None:
             file=sys.stderr,
         )
     check_output(args.out)  # before loading anything
-    bundle = load_bundle(args.checkpoint or DEMO_MODEL)
+    if args.hallo and not args.checkpoint:
+        from emo_jax.convert.hallo import read_folder
+
+        bundle = read_folder(args.hallo, load_config(args.config or "configs/hallo.py"))
+    else:
+        bundle = load_bundle(args.checkpoint or DEMO_MODEL)
+    guidance_audio, guidance_ref = args.guidance_audio, args.guidance_ref
+    if args.hallo:  # one scale: either flag sets both
+        guidance_audio = guidance_ref = guidance_audio if guidance_audio is not None else guidance_ref
     settings = SamplingSettings.from_config(
         bundle.config,
         sampler=args.sampler,
         steps=args.steps,
         eta=args.eta,
-        guidance_audio=args.guidance_audio,
-        guidance_reference=args.guidance_ref,
+        guidance_audio=guidance_audio,
+        guidance_reference=guidance_ref,
         strength=args.strength,
         seed=args.seed,
     )
-    result = sample_video(
-        bundle,
-        args.image,
-        args.audio,
-        args.out,
-        settings,
-        speed=args.speed,
-        mask_expand=args.mask_expand,
-        provenance=not args.no_provenance,
-        sign_cert=args.sign_cert,
-        sign_key=args.sign_key,
-    )
+    provenance = dict(provenance=not args.no_provenance, sign_cert=args.sign_cert, sign_key=args.sign_key)
+    if args.hallo:
+        result = sample_hallo_video(
+            bundle,
+            args.hallo,
+            args.image,
+            args.audio,
+            args.out,
+            settings,
+            motion_scale=tuple(args.motion_scale),
+            face_expand_ratio=args.mask_expand or 1.2,
+            **provenance,
+        )
+    else:
+        result = sample_video(
+            bundle,
+            args.image,
+            args.audio,
+            args.out,
+            settings,
+            speed=args.speed,
+            mask_expand=args.mask_expand,
+            **provenance,
+        )
     print(
         f"emo-jax {args.command}: {result.video} ({result.frames} frames at {result.fps:g} fps, "
         f"{result.seconds:.2f} s of audio, {result.clips} clips, {result.wall_s:.1f} s); frames: {result.strip}; "
@@ -359,7 +381,26 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--image", required=True, help="reference image with one face (png, jpg, ...)")
     sample.add_argument("--audio", required=True, help="speech or singing (wav, flac, mp3, m4a, ...)")
     sample.add_argument("--out", required=True, help="output .mp4 (its folder must exist)")
-    sample.add_argument("--checkpoint", help="training workdir, checkpoint step folder, or exported bundle")
+    sample.add_argument(
+        "--checkpoint", help="training workdir, checkpoint step folder, exported bundle, or converted Hallo bundle"
+    )
+    sample.add_argument(
+        "--hallo",
+        metavar="DIR",
+        help="Hallo's pretrained_models folder: sample as Hallo does, with its face models and wav2vec2 (the model: "
+        "--checkpoint from `emo-jax convert --hallo`, else DIR's net.pth converted in memory, which needs torch)",
+    )
+    sample.add_argument(
+        "--motion-scale",
+        type=float,
+        nargs=3,
+        default=(1.0, 1.0, 1.0),
+        metavar=("POSE", "FACE", "LIP"),
+        help="with --hallo: the weights of the audio on the full, face and lip regions (default 1 1 1)",
+    )
+    sample.add_argument(
+        "--config", help="with --hallo and no --checkpoint: the config to convert with (default configs/hallo.py)"
+    )
     _sampling_flags(sample)
     sample.set_defaults(func=_sample)
 

@@ -59,8 +59,8 @@ def detector(path: Path, seed: int = 0, score_bias: float = -1.0) -> Path:
     return _save(nodes, [image], outputs["score"] + outputs["bbox"] + outputs["kps"], initializers, path)
 
 
-def recognizer(path: Path, seed: int = 1, normalises_inside: bool = False) -> Path:
-    """A conv of kernel and stride 8, then a dense layer to 512 values."""
+def recognizer(path: Path, seed: int = 1, normalises_inside: bool = False, dim: int = 512) -> Path:
+    """A conv of kernel and stride 8, then a dense layer to `dim` values."""
     from onnx import TensorProto, helper
 
     rng = np.random.default_rng(seed)
@@ -74,8 +74,8 @@ def recognizer(path: Path, seed: int = 1, normalises_inside: bool = False) -> Pa
         source = "scaled"
     initializers += [
         _tensor("conv_w", rng.standard_normal((8, 3, 8, 8)) / 14),
-        _tensor("dense_w", rng.standard_normal((8 * 14 * 14, 512)) / 40),
-        _tensor("dense_b", rng.standard_normal(512) * 0.1),
+        _tensor("dense_w", rng.standard_normal((8 * 14 * 14, dim)) / 40),
+        _tensor("dense_b", rng.standard_normal(dim) * 0.1),
     ]
     nodes += [
         helper.make_node("Conv", [source, "conv_w"], ["conv"], kernel_shape=[8, 8], strides=[8, 8], name="Conv_2"),
@@ -83,5 +83,5 @@ def recognizer(path: Path, seed: int = 1, normalises_inside: bool = False) -> Pa
         helper.make_node("Gemm", ["flat", "dense_w", "dense_b"], ["embedding"], name="Gemm_4"),
     ]
     image = helper.make_tensor_value_info("data", TensorProto.FLOAT, [1, 3, 112, 112])
-    out = helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [1, 512])
+    out = helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [1, dim])
     return _save(nodes, [image], [out], initializers, path)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from hallo_folder import layout as _layout
+from hallo_folder import model_sizes
 from peers import require
 
 from emo_jax.config import load_config
@@ -17,27 +16,17 @@ from emo_jax.convert.hallo import from_hallo, hallo_config
 from emo_jax.convert.state_dict import ConversionError
 from emo_jax.models import Compute
 from emo_jax.models.attention import Context
-from emo_jax.models.emo import AudioProjectionConfig, EMOConfig, ImageEmbeddingConfig
+from emo_jax.models.emo import EMOConfig
 from emo_jax.models.region_audio import RegionAudioBlock
 from emo_jax.sample.generate import SamplingSettings
 
 # Key names and shapes of Hallo's `Net` state dict at tiny sizes, written by Hallo's own modules (see "source").
-HALLO_KEYS = Path(__file__).parent / "data" / "hallo_net_keys.json"
-
-
-def _layout() -> dict:
-    return json.loads(HALLO_KEYS.read_text())
 
 
 def _convert(keys: dict[str, list[int]], layout: dict):
     rng = np.random.default_rng(0)
     state_dict = {k: rng.standard_normal(shape).astype(np.float32) for k, shape in keys.items()}
-    return from_hallo(
-        state_dict,
-        layout["unet_config"],
-        audio=AudioProjectionConfig(**layout["audio"]),
-        image_embedding=ImageEmbeddingConfig(**layout["image_embedding"]),
-    )
+    return from_hallo(state_dict, layout["unet_config"], **model_sizes(layout))
 
 
 def test_every_key_of_hallos_net_lands_on_a_parameter():
@@ -188,7 +177,8 @@ def test_convert_names_every_missing_part_of_hallos_folder(tmp_path, capsys):
 def test_a_converted_hallo_folder_loads_as_a_sampling_bundle(tmp_path):
     """Hallo's pretrained_models layout with tiny random weights (net.pth written by torch) -> convert_folder ->
     load_bundle: every parameter equal to from_hallo's, the VAE's to the diffusers folder's."""
-    torch, diffusers = require("torch"), require("diffusers")
+    require("torch"), require("diffusers")
+    from hallo_folder import write_pretrained_models
     from tiny import TINY_VAE
 
     from emo_jax.convert.diffusers import from_diffusers_folder
@@ -197,20 +187,8 @@ def test_a_converted_hallo_folder_loads_as_a_sampling_bundle(tmp_path):
 
     layout = _layout()
     folder = tmp_path / "pretrained_models"
-    rng = np.random.default_rng(0)
-    net = {k: rng.standard_normal(shape).astype(np.float32) for k, shape in layout["keys"].items()}
-    (folder / "hallo").mkdir(parents=True)
-    torch.save({k: torch.from_numpy(v) for k, v in net.items()}, folder / "hallo" / "net.pth")
-    (folder / "stable-diffusion-v1-5" / "unet").mkdir(parents=True)
-    unet_config = dict(layout["unet_config"], _class_name="UNet2DConditionModel")
-    (folder / "stable-diffusion-v1-5" / "unet" / "config.json").write_text(json.dumps(unet_config))
-    torch.manual_seed(0)
-    diffusers.AutoencoderKL(**TINY_VAE.to_diffusers()).save_pretrained(folder / "sd-vae-ft-mse")
-
-    overrides = dict(
-        audio=AudioProjectionConfig(**layout["audio"]),
-        image_embedding=ImageEmbeddingConfig(**layout["image_embedding"]),
-    )
+    net = write_pretrained_models(folder, TINY_VAE)
+    overrides = model_sizes(layout)
     config = load_config("configs/hallo.py:float32")
     config.model = hallo_config(layout["unet_config"], **overrides).to_dict()
     written = convert_folder(folder, tmp_path / "bundle", config)

@@ -151,15 +151,14 @@ def check_folder(folder: str | Path, parts: Mapping[str, str] = FOLDER_PARTS) ->
     return folder
 
 
-def convert_folder(folder: str | Path, out: str | Path, config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Hallo's `pretrained_models` folder -> a converted bundle at `out` (`sample.bundle`): `config.json` (the
-    `config`, normally configs/hallo.py, its model laid out from the folder's SD1.5 UNet config), `emo/` (the
-    model's parameters, Orbax) and `vae/` (sd-vae-ft-mse, `checkpoint.save_model`). Reading `net.pth` needs
-    torch; the bundle does not. Returns the config written."""
+def read_folder(folder: str | Path, config: ml_collections.ConfigDict):
+    """Hallo's `pretrained_models` folder -> a `sample.Bundle` in memory: the model of `net.pth` laid out from the
+    folder's SD1.5 UNet config (the sizes of `config.model`, normally configs/hallo.py's), sd-vae-ft-mse, and
+    `config` with that model and VAE. Reading `net.pth` needs torch."""
     from emo_jax.build import compute_of
-    from emo_jax.checkpoint import save_model, save_params
     from emo_jax.convert.diffusers import from_diffusers_folder
     from emo_jax.convert.files import read_state_dict
+    from emo_jax.sample.bundle import Bundle
 
     folder = check_folder(folder).absolute()
     unet_file = folder / "stable-diffusion-v1-5/unet/config.json"
@@ -178,13 +177,23 @@ def convert_folder(folder: str | Path, out: str | Path, config: ml_collections.C
         **sizes,
     )
     vae = from_diffusers_folder(folder / "sd-vae-ft-mse")
-    out = Path(out)
-    save_params(out / "emo", emo)
-    save_model(out / "vae", vae)
     config = ml_collections.ConfigDict(config.to_dict())
     config.model = emo.config.to_dict()
     vae_layout = {k: v for k, v in dataclasses.asdict(vae.config).items() if k != "scaling_factor"}
     config.vae.update(checkpoint="", random=False, layout=vae_layout, scaling_factor=vae.config.scaling_factor)
     config.exported_from = f"{folder} (Hallo's pretrained_models)"
-    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=1) + "\n")
-    return config
+    return Bundle(config, emo, vae, f"{folder} (Hallo's pretrained_models, converted in memory)")
+
+
+def convert_folder(folder: str | Path, out: str | Path, config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Hallo's `pretrained_models` folder -> a converted bundle at `out` (`sample.bundle`): `config.json`
+    (`read_folder`'s config), `emo/` (the model's parameters, Orbax) and `vae/` (sd-vae-ft-mse,
+    `checkpoint.save_model`). Reading `net.pth` needs torch; the bundle does not. Returns the config written."""
+    from emo_jax.checkpoint import save_model, save_params
+
+    bundle = read_folder(folder, config)
+    out = Path(out)
+    save_params(out / "emo", bundle.model)
+    save_model(out / "vae", bundle.vae)
+    (out / "config.json").write_text(json.dumps(bundle.config.to_dict(), indent=1) + "\n")
+    return bundle.config

@@ -11,7 +11,12 @@
      (mean 0 / std 1 where its graph starts with Sub and Mul nodes, else 127.5 / 127.5); the raw output, not
      L2-normalised, is the embedding.
 
-Needs onnxruntime and onnx (the `hallo` extra).
+and the face-mesh landmarks Hallo's masks are drawn from: mediapipe's FaceLandmarker (Tasks API, image mode, its
+default options, `face_landmarker_v2_with_blendshapes.task`), landmarks scaled by the image's width and height.
+
+Needs onnxruntime and onnx (the `hallo` extra), and mediapipe for the landmarks: `pip install --no-deps
+mediapipe==1.2.0` (its wheel asks for opencv-contrib-python, whose cv2 would replace the headless one emo-jax
+installs; with `--no-deps` it runs on that one, the `hallo` extra brings its other needs).
 """
 
 from __future__ import annotations
@@ -23,6 +28,11 @@ import cv2
 import numpy as np
 
 DETECTOR_FILE, RECOGNIZER_FILE = "scrfd_10g_bnkps.onnx", "glintr100.onnx"
+LANDMARKER_FILE = "face_landmarker_v2_with_blendshapes.task"
+MEDIAPIPE_HELP = (
+    "Hallo's face landmarks need mediapipe: pip install -e '.[hallo]' && pip install --no-deps mediapipe==1.2.0 "
+    "(--no-deps keeps emo-jax's headless OpenCV)"
+)
 DETECTION_SIZE = 640
 SCORE_THRESHOLD, NMS_THRESHOLD = 0.5, 0.4
 STRIDES, ANCHORS = (8, 16, 32), 2
@@ -155,3 +165,20 @@ def _recognizer_normalisation(path: Path) -> tuple[float, float]:
     names = [node.name for node in onnx.load(str(path), load_external_data=False).graph.node[:8]]
     has = lambda *prefixes: any(n.startswith(prefixes) for n in names)  # noqa: E731
     return (0.0, 1.0) if has("Sub", "_minus") and has("Mul", "_mul") else (127.5, 127.5)
+
+
+def face_landmarks(rgb: np.ndarray, task_file: str | Path) -> list[np.ndarray]:
+    """mediapipe's FaceLandmarker as Hallo's `get_landmark` runs it -> per face found, its landmarks [478, 2] in
+    pixels (x * width, y * height)."""
+    try:
+        import mediapipe as mp
+        from mediapipe.tasks.python import BaseOptions, vision
+    except ImportError as error:
+        raise ImportError(f"{MEDIAPIPE_HELP} ({error})") from None
+    height, width = rgb.shape[:2]
+    options = vision.FaceLandmarkerOptions(
+        base_options=BaseOptions(model_asset_path=str(task_file)), running_mode=vision.RunningMode.IMAGE
+    )
+    with vision.FaceLandmarker.create_from_options(options) as landmarker:
+        result = landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb)))
+    return [np.array([[p.x * width, p.y * height] for p in face], np.float64) for face in result.face_landmarks]
