@@ -8,15 +8,19 @@ from pathlib import Path
 
 import ml_collections
 
-REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+REPO_ROOT = Path(__file__).resolve().parents[1]  # a checkout's root (the package's parent folder)
+# The repository's configs/ inside the package: a link to ../configs in a checkout, a copy in a wheel, so
+# `--config tiny` or `configs/hallo.py` work where emo-jax was pip-installed too.
+PACKAGE_CONFIGS = Path(__file__).parent / "configs"
 
 
 def resolve(spec: str) -> tuple[Path, str | None]:
     """'configs/tiny.py:arg' -> (existing file, 'arg'). Looked up as given, then from the repository root, then
-    in the bundled configs/ ('tiny' and 'tiny.py' both mean configs/tiny.py)."""
+    in the package's configs/ ('configs/tiny.py', 'tiny' and 'tiny.py' all mean configs/tiny.py)."""
     path_str, _, arg = spec.partition(":")
     name = path_str if path_str.endswith(".py") else f"{path_str}.py"
-    candidates = list(dict.fromkeys([Path(path_str), REPO_CONFIGS.parent / path_str, REPO_CONFIGS / name]))
+    candidates = [Path(path_str), REPO_ROOT / path_str, PACKAGE_CONFIGS.parent / path_str, PACKAGE_CONFIGS / name]
+    candidates = list(dict.fromkeys(candidates))
     for path in candidates:
         if path.is_file():
             return path, arg or None

@@ -1,6 +1,7 @@
 """The `emo-jax` command line as a user runs it."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,6 +53,19 @@ def test_missing_config_is_a_clear_error(capsys):
         main(["info", "--config", "no/such/config.py"])
     assert info.value.code == 1
     assert "no/such/config.py" in capsys.readouterr().err
+
+
+def test_the_package_carries_every_config_and_finds_them_from_anywhere(tmp_path, monkeypatch):
+    """A pip-installed emo-jax has no checkout around it: configs/ must travel inside the package (a link in a
+    checkout, listed in package-data) and be found by name or by its repository path from any folder."""
+    from emo_jax.config import PACKAGE_CONFIGS, resolve
+
+    repo_configs = Path(__file__).parent.parent / "configs"
+    assert sorted(p.name for p in PACKAGE_CONFIGS.glob("*.py")) == sorted(p.name for p in repo_configs.glob("*.py"))
+    monkeypatch.chdir(tmp_path)
+    for spec in ("tiny", "configs/hallo.py:bfloat16", "stage3.py:tiny"):
+        path, _ = resolve(spec)
+        assert path.is_file() and path.parent.name == "configs", spec
 
 
 @pytest.mark.parity
