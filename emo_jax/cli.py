@@ -35,6 +35,11 @@ def _sample(args: argparse.Namespace) -> None:
             file=sys.stderr,
         )
     check_output(args.out)  # before loading anything
+    if args.hallo:  # every part sampling will read, named at once
+        from emo_jax.convert.hallo import FOLDER_PARTS, check_folder
+        from emo_jax.sample.hallo_prepare import PREPROCESSING_PARTS
+
+        check_folder(args.hallo, PREPROCESSING_PARTS if args.checkpoint else {**FOLDER_PARTS, **PREPROCESSING_PARTS})
     if args.hallo and not args.checkpoint:
         from emo_jax.convert.hallo import read_folder
 
@@ -566,7 +571,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         args.func(args)
-    except (ConversionError, FileNotFoundError, ValueError, RuntimeError) as e:
+    except (ConversionError, FileNotFoundError, ValueError, RuntimeError, ImportError) as e:
         print(f"emo-jax {args.command}: error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
     except KeyboardInterrupt:

@@ -15,6 +15,18 @@ from peers import require
 from emo_jax.sample.hallo_masks import LIPS, NUM_LANDMARKS, SILHOUETTE
 
 
+def test_every_missing_part_of_the_folder_is_named_before_any_work(tmp_path, capsys):
+    from emo_jax.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["sample", "--hallo", str(tmp_path), "--image", "x.png", "--audio", "x.wav", "--out", "x.mp4"])
+    err = capsys.readouterr().err
+    assert info.value.code == 1 and "Traceback" not in err
+    for part in ("hallo/net.pth", "face_analysis/models/glintr100.onnx", "wav2vec/wav2vec2-base-960h/config.json"):
+        assert part in err, err
+    assert "face_landmarker_v2_with_blendshapes.task" in err and "fudan-generative-vision/hallo" in err
+
+
 @pytest.fixture(scope="module")
 def hallo_folder(tmp_path_factory):
     for module in ("torch", "diffusers", "transformers", "onnx", "onnxruntime"):
