@@ -74,3 +74,20 @@ def write_pretrained_models(
         )
         transformers.Wav2Vec2Model(config).save_pretrained(folder / "wav2vec" / "wav2vec2-base-960h")
     return net
+
+
+def write_converted_folder(root: Path) -> tuple[Path, Path]:
+    """root/pretrained_models (with preprocessing) and root/hallo_converted, its bundle for 8-frame clips at
+    128 px and 2 steps -> (the folder, the bundle)."""
+    from emo_jax.config import load_config
+    from emo_jax.convert.hallo import convert_folder, hallo_config
+
+    folder = root / "pretrained_models"
+    write_pretrained_models(folder, VAE_BY_8, preprocessing=True)
+    net_layout = layout()
+    config = load_config("configs/hallo.py:float32")
+    config.model = hallo_config(net_layout["unet_config"], **model_sizes(net_layout)).to_dict()
+    config.data.update(size=128, num_frames=8)
+    config.sample.steps = 2
+    convert_folder(folder, root / "hallo_converted", config)
+    return folder, root / "hallo_converted"

@@ -84,3 +84,11 @@ def test_faces_match_insightface(tmp_path, monkeypatch, normalises_inside):
             np.testing.assert_allclose(face.keypoints, points, rtol=1e-6, err_msg=name)
             peer_face = types.SimpleNamespace(kps=points)
             np.testing.assert_allclose(face.embedding, peer_recognizer.get(bgr, peer_face), rtol=1e-5, atol=1e-6)
+
+
+def test_the_landmarker_without_mediapipe_says_how_to_install_it(monkeypatch):
+    from emo_jax.sample.hallo_faces import face_landmarks
+
+    monkeypatch.setitem(sys.modules, "mediapipe", None)  # import mediapipe raises ImportError
+    with pytest.raises(ImportError, match="--no-deps mediapipe"):
+        face_landmarks(np.zeros((8, 8, 3), np.uint8), "face_landmarker.task")
