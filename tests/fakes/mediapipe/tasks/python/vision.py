@@ -5,9 +5,7 @@ import types
 
 import numpy as np
 
-SILHOUETTE = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148)
-SILHOUETTE += (176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
-LIPS = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 146, 91, 181, 84, 17, 314, 405, 321, 375)
+from emo_jax.sample.hallo_masks import LIPS, SILHOUETTE
 
 
 class RunningMode(enum.Enum):
