@@ -17,6 +17,17 @@ from emo_jax.models.emo import AudioProjectionConfig, ImageEmbeddingConfig
 from emo_jax.models.vae import AutoencoderKLConfig
 
 HALLO_KEYS = Path(__file__).parent / "data" / "hallo_net_keys.json"
+# Hallo's DDIM scheduler: configs/inference/default.yaml's noise_scheduler_kwargs with enable_zero_snr's changes
+HALLO_SCHEDULER = dict(
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="linear",
+    clip_sample=False,
+    steps_offset=1,
+    prediction_type="v_prediction",
+    rescale_betas_zero_snr=True,
+    timestep_spacing="trailing",
+)
 # A VAE that scales by 8: the face locator turns 8 pixels into one latent, as in SD.
 VAE_BY_8 = AutoencoderKLConfig(block_out_channels=(8, 8, 16, 16), layers_per_block=1, norm_num_groups=8)
 

@@ -25,14 +25,26 @@ def _qkv(t, s, seed=0):
     return q, k, v
 
 
-@pytest.mark.parametrize("implementation", ["auto", "xla", "chunked", "cudnn"])
+@pytest.mark.parametrize("implementation", ["auto", "xla", "chunked"])
 def test_implementations_agree_with_reference(implementation):
-    """cuDNN only on a GPU; splash (whose lengths must be multiples of 128) has its own test below."""
-    if implementation == "cudnn" and jax.default_backend() != "gpu":
-        pytest.skip("cuDNN attention needs a GPU (elsewhere it falls back to XLA: nothing of cuDNN to test)")
+    """Splash (whose lengths must be multiples of 128) and cuDNN (bf16 / fp16 on a GPU) have their own tests."""
     q, k, v = _qkv(100, 37)
     out = dot_product_attention(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), implementation=implementation)
     np.testing.assert_allclose(out, reference_attention(q, k, v), atol=2e-6)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_cudnn_attention_agrees_with_reference(dtype):
+    """cuDNN's fused kernel itself (it takes half-precision inputs only; fp32 ones fall back to XLA)."""
+    from emo_jax.models.attention import _cudnn_unsupported_reason
+
+    if jax.default_backend() != "gpu":
+        pytest.skip("cuDNN attention needs a GPU (elsewhere it falls back to XLA: nothing of cuDNN to test)")
+    q, k, v = (jnp.asarray(a, dtype) for a in _qkv(100, 37))
+    assert _cudnn_unsupported_reason(q) is None  # the kernel runs, not the fallback
+    out = dot_product_attention(q, k, v, implementation="cudnn")
+    want = reference_attention(*(np.asarray(a, np.float32) for a in (q, k, v)))
+    np.testing.assert_allclose(np.asarray(out, np.float32), want, atol=2e-2 if dtype == "bfloat16" else 4e-3)
 
 
 def test_splash_attention_over_several_blocks_and_its_gradients_equal_xla():

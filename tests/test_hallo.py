@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from hallo_folder import HALLO_SCHEDULER, model_sizes
 from hallo_folder import layout as _layout
-from hallo_folder import model_sizes
 from peers import require
 
 from emo_jax.config import load_config
@@ -139,16 +139,7 @@ def test_the_hallo_config_is_hallos_model_and_sampler(dtype):
     assert EMOConfig.from_dict(config.model) == hallo_config(SD15_UNET)
     assert config.compute.dtype == dtype
     assert (config.data.num_frames, config.model.num_motion_frames, config.data.size) == (16, 2, 512)
-    peer = diffusers.DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="linear",
-        clip_sample=False,
-        steps_offset=1,
-        prediction_type="v_prediction",
-        rescale_betas_zero_snr=True,
-        timestep_spacing="trailing",
-    )
+    peer = diffusers.DDIMScheduler(**HALLO_SCHEDULER)
     peer.set_timesteps(40)
     table = SamplingSettings.from_config(config).table(config)
     np.testing.assert_array_equal(table.timesteps, peer.timesteps.numpy())

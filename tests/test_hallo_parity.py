@@ -15,6 +15,7 @@ import sys
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hallo_folder import HALLO_SCHEDULER
 from peers import require
 
 pytestmark = pytest.mark.slow
@@ -250,16 +251,7 @@ def test_two_clips_match_hallos_pipeline(hallo_modules, hallo_net, monkeypatch):
     noise = rng.standard_normal((clips, f, lat, lat, 4)).astype(np.float32)
 
     # scripts/inference.py, from its step 3 on (preprocessing replaced by the inputs above)
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="linear",
-        clip_sample=False,
-        steps_offset=1,
-        prediction_type="v_prediction",
-        rescale_betas_zero_snr=True,
-        timestep_spacing="trailing",
-    )
+    scheduler = DDIMScheduler(**HALLO_SCHEDULER)
     pipeline = face_animate.FaceAnimatePipeline(
         vae=vae,
         reference_unet=parts["reference_unet"],
