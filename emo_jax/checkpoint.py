@@ -15,7 +15,7 @@ import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from emo_jax.models import AutoencoderKL, Compute, UNet, abstract_model
+from emo_jax.models import AutoencoderKL, Compute, UNet, abstract_model, kernels_in
 from emo_jax.paths import location
 
 PARAMS_DIR = "params"
@@ -37,12 +37,16 @@ def save_params(directory: str | Path, model: nnx.Module) -> None:
         checkpointer.save(Path(directory).absolute(), nnx.state(model, nnx.Param), force=True)
 
 
-def restore_params(directory: str | Path, model: M) -> M:
+def restore_params(directory: str | Path, model: M, *, kernel_dtype=None) -> M:
     """`model` (abstract, from `models.shapes_only`) with its parameters restored from `save_params`' checkpoint
-    at `directory` (local or gs://), on the first device."""
+    at `directory` (local or gs://), on the first device. kernel_dtype: conv and dense kernels are cast to it as
+    they are read, where it is narrower (`models.kernels_in`: what sampling in that compute dtype keeps), so the
+    device never holds the wider copy."""
     graphdef, abstract_params, rest = nnx.split(model, nnx.Param, ...)
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract_params)
+    if kernel_dtype is not None:
+        target = kernels_in(kernel_dtype, target)
     with ocp.StandardCheckpointer() as checkpointer:
         params = checkpointer.restore(directory, target)
     return nnx.merge(graphdef, params, rest)

@@ -105,6 +105,32 @@ def test_orbax_round_trip_is_exact(tmp_path):
     np.testing.assert_array_equal(restored(*_inputs()), model(*_inputs()))
 
 
+def test_parameters_restore_with_kernels_in_a_narrower_dtype(tmp_path):
+    """restore_params(kernel_dtype=bf16): conv and dense kernels arrive in bf16, equal to the saved ones cast (what
+    sampling would cast them to), everything else in fp32; the model runs the same as with the cast applied."""
+    from flax import nnx
+
+    from emo_jax.checkpoint import restore_params, save_params
+    from emo_jax.models import UNet, kernels_in, shapes_only
+
+    compute = Compute(dtype=jnp.bfloat16)
+    model = UNet(TINY_UNET, compute=compute, rngs=nnx.Rngs(3))
+    save_params(tmp_path / "params", model)
+    abstract = shapes_only(lambda: UNet(TINY_UNET, compute=compute, rngs=nnx.Rngs(0)))
+    restored = restore_params(tmp_path / "params", abstract, kernel_dtype=jnp.bfloat16)
+    want = dict(nnx.to_flat_state(kernels_in(jnp.bfloat16, nnx.state(model, nnx.Param))))
+    got = dict(nnx.to_flat_state(nnx.state(restored, nnx.Param)))
+    assert got.keys() == want.keys()
+    dtypes = {path[-1]: set() for path in got}
+    for path, variable in got.items():
+        dtypes[path[-1]].add(jnp.dtype(variable[...].dtype).name)
+        np.testing.assert_array_equal(np.asarray(variable[...], np.float32), np.asarray(want[path][...], np.float32))
+    assert dtypes["kernel"] == {"bfloat16"} and dtypes["bias"] == {"float32"}
+    np.testing.assert_array_equal(
+        np.asarray(restored(*_inputs()), np.float32), np.asarray(model(*_inputs()), np.float32)
+    )
+
+
 def test_bf16_compute_keeps_fp32_params_and_stays_close():
     from flax import nnx
 

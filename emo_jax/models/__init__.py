@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, TypeVar
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -38,6 +40,24 @@ def shapes_only(build: Callable[[], M]) -> M:
         return nnx.with_vars(module, ref=False)
 
     return nnx.eval_shape(build_plain)
+
+
+def kernels_in(dtype, state: nnx.State) -> nnx.State:
+    """The conv and dense kernels of `state` stored in `dtype` where it is narrower than theirs: those layers cast
+    kernels to their compute dtype at every use, so sampling gives the same frames from half the weight memory.
+    Biases and norm parameters stay as they are (arrays or, for abstract models, ShapeDtypeStructs)."""
+    dtype = jnp.dtype(dtype)
+
+    def cast(path, x):
+        if path[-2:] != (jax.tree_util.DictKey("kernel"), jax.tree_util.GetAttrKey("value")):
+            return x
+        if jnp.dtype(x.dtype).itemsize <= dtype.itemsize:
+            return x
+        if isinstance(x, jax.ShapeDtypeStruct):
+            return jax.ShapeDtypeStruct(x.shape, dtype, sharding=x.sharding)
+        return x.astype(dtype)
+
+    return jax.tree_util.tree_map_with_path(cast, state)
 
 
 def abstract_model(config: Mapping[str, Any], *, compute: Compute = Compute(), source: str = "config") -> nnx.Module:

@@ -126,6 +126,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path) -> Path:
 def _load_converted(path: Path) -> Bundle:
     config = ml_collections.ConfigDict(json.loads((path / "config.json").read_text()))
     compute = compute_of(config)
-    model = restore_params(path / "emo", shapes_only(lambda: build_emo(config, 0)))
+    # kernels read in the compute dtype: Hallo's model samples in fp16 from 4.2 GiB of kernels instead of 8.4
+    model = restore_params(path / "emo", shapes_only(lambda: build_emo(config, 0)), kernel_dtype=compute.dtype)
     vae = load_model(path / "vae", compute=compute)
     return Bundle(config, model, vae, str(path))

@@ -24,7 +24,7 @@ from flax import nnx
 
 from emo_jax.build import compute_of
 from emo_jax.diffusion import guidance, samplers, schedules
-from emo_jax.models import AutoencoderKL
+from emo_jax.models import AutoencoderKL, kernels_in
 from emo_jax.models.emo import EMO
 from emo_jax.train.batch import to_pixels
 
@@ -95,22 +95,6 @@ class Progress:
     def report(cls, _) -> None:
         if cls.step is not None:
             cls.step()
-
-
-def kernels_in(dtype, state: nnx.State) -> nnx.State:
-    """The conv and dense kernels of `state` stored in `dtype` where it is narrower than theirs: those layers cast
-    kernels to their compute dtype at every use, so sampling gives the same frames from half the weight memory.
-    Biases and norm parameters stay as they are (arrays or, for abstract models, ShapeDtypeStructs)."""
-    dtype = jnp.dtype(dtype)
-
-    def cast(path, x):
-        if path[-2:] != (jax.tree_util.DictKey("kernel"), jax.tree_util.GetAttrKey("value")):
-            return x
-        if jnp.dtype(x.dtype).itemsize <= dtype.itemsize:
-            return x
-        return jax.ShapeDtypeStruct(x.shape, dtype) if isinstance(x, jax.ShapeDtypeStruct) else x.astype(dtype)
-
-    return jax.tree_util.tree_map_with_path(cast, state)
 
 
 def denoising_loop(

@@ -28,9 +28,9 @@ import numpy as np
 from flax import nnx
 
 from emo_jax.build import compute_of
-from emo_jax.models import AutoencoderKL
+from emo_jax.models import AutoencoderKL, kernels_in
 from emo_jax.models.emo import EMO
-from emo_jax.sample.generate import SamplingSettings, denoising_loop, kernels_in
+from emo_jax.sample.generate import SamplingSettings, denoising_loop
 from emo_jax.sample.hallo_masks import HalloMasks
 
 HALLO_VAE_SCALE = 0.18215  # FaceAnimatePipeline's constant, whatever the VAE's config says
