@@ -184,7 +184,11 @@ def _convert(args: argparse.Namespace) -> None:
     if (args.src is None) == (args.hallo is None):
         raise ValueError("convert takes a diffusers folder (SRC) or --hallo DIR, one of the two")
     if args.hallo:
+        if args.variant or args.verify:
+            raise ValueError("convert --hallo reads net.pth as it is: --variant and --verify are for diffusers folders")
         return _convert_hallo(args)
+    if args.config:
+        raise ValueError("convert --config is for --hallo (the config a converted Hallo bundle samples with)")
     src, out = Path(args.src), Path(args.out)
     if (src / "model_index.json").is_file():  # a whole pipeline: convert the parts we have
         parts = [(src / name, out / name) for name in ("unet", "vae") if (src / name / "config.json").is_file()]

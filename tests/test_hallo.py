@@ -165,6 +165,19 @@ def test_convert_names_every_missing_part_of_hallos_folder(tmp_path, capsys):
     assert err.count("fudan-generative-vision/hallo") == 2, err
 
 
+@pytest.mark.parametrize(
+    "flags",
+    [["--hallo", "h", "--verify"], ["--hallo", "h", "--variant", "fp16"], ["src", "--config", "configs/hallo.py"]],
+)
+def test_convert_refuses_flags_of_the_other_kind_of_source(flags, capsys):
+    from emo_jax.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["convert", *flags, "--out", "out"])
+    err = capsys.readouterr().err
+    assert info.value.code == 1 and ("--hallo" in err or "--config" in err) and "Traceback" not in err, err
+
+
 def test_a_converted_hallo_folder_loads_as_a_sampling_bundle(tmp_path):
     """Hallo's pretrained_models layout with tiny random weights (net.pth written by torch) -> convert_folder ->
     load_bundle: every parameter equal to from_hallo's, the VAE's to the diffusers folder's."""
