@@ -35,6 +35,8 @@ def _sample(args: argparse.Namespace) -> None:
             file=sys.stderr,
         )
     check_output(args.out)  # before loading anything
+    if args.hallo and args.speed is not None:
+        raise ValueError("sample --hallo: Hallo's model has no head-speed condition (leave out --speed)")
     if args.hallo:  # every part sampling will read, named at once
         from emo_jax.convert.hallo import FOLDER_PARTS, check_folder
         from emo_jax.sample.hallo_prepare import PREPROCESSING_PARTS
