@@ -21,7 +21,7 @@ import numpy as np
 
 from emo_jax.sample.hallo import HalloInputs
 from emo_jax.sample.hallo_faces import DETECTOR_FILE, LANDMARKER_FILE, RECOGNIZER_FILE, FaceAnalyzer, face_landmarks
-from emo_jax.sample.hallo_masks import hallo_masks
+from emo_jax.sample.hallo_masks import HalloMasks, hallo_masks
 from emo_jax.sample.inputs import InputError, load_track, read_image
 
 _HF = "fudan-generative-vision/hallo: "
@@ -55,7 +55,7 @@ class HalloPreprocessor:
         self.faces = FaceAnalyzer(self.folder / "face_analysis" / "models")
         self.wav2vec2 = from_hf_wav2vec2_folder(self.folder / "wav2vec" / "wav2vec2-base-960h")
 
-    def reference(self, image: str | Path) -> tuple[np.ndarray, np.ndarray, object]:
+    def reference(self, image: str | Path) -> tuple[np.ndarray, np.ndarray, HalloMasks]:
         """-> (the reference [S, S, 3] in [-1, 1], the face embedding [512], the `HalloMasks` at S)."""
         from PIL import Image
 
