@@ -122,6 +122,17 @@ def denoising_loop(
     return x
 
 
+def decode_in_chunks(decode: Callable[[jax.Array], jax.Array], latents: jax.Array, chunk: int) -> np.ndarray:
+    """decode(latents [c, ...]) over latents [F, ...] in chunks of c = min(chunk, F) frames, the last one padded
+    with copies of its final frame so every call has one shape (one compile) -> the outputs [F, ...] as numpy."""
+    chunk, out = min(chunk, len(latents)), []
+    for start in range(0, len(latents), chunk):
+        part = latents[start : start + chunk]
+        padded = jnp.concatenate([part, jnp.repeat(part[-1:], chunk - len(part), axis=0)])
+        out.append(np.asarray(decode(padded))[: len(part)])
+    return np.concatenate(out)
+
+
 class VideoSampler:
     """`frames(...)` yields a video's frames [S, S, 3] uint8; one compile per clip shape and settings."""
 
@@ -181,13 +192,9 @@ class VideoSampler:
 
     def _decode_frames(self, latents: jax.Array) -> np.ndarray:
         """Scaled latents [F, h, w, C] -> uint8 [F, S, S, 3], in chunks of the same shape (one compile)."""
-        chunk, out = min(self.settings.decode_chunk, len(latents)), []
-        for start in range(0, len(latents), chunk):
-            part = latents[start : start + chunk]
-            padded = jnp.concatenate([part, jnp.repeat(part[-1:], chunk - len(part), axis=0)])
-            pixels = np.asarray(self._decode(self._state, padded / self.scale))[: len(part)]
-            out.append(np.clip((pixels + 1.0) * 127.5, 0, 255).round().astype(np.uint8))
-        return np.concatenate(out)
+        decode = lambda chunk: self._decode(self._state, chunk / self.scale)  # noqa: E731
+        pixels = decode_in_chunks(decode, latents, self.settings.decode_chunk)
+        return np.clip((pixels + 1.0) * 127.5, 0, 255).round().astype(np.uint8)
 
     def compile_loop(
         self, reference: np.ndarray, face_mask: np.ndarray, audio_features: np.ndarray | None, speed: float | None

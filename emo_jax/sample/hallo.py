@@ -30,7 +30,7 @@ from flax import nnx
 from emo_jax.build import compute_of
 from emo_jax.models import AutoencoderKL, kernels_in
 from emo_jax.models.emo import EMO
-from emo_jax.sample.generate import SamplingSettings, denoising_loop
+from emo_jax.sample.generate import SamplingSettings, decode_in_chunks, denoising_loop
 from emo_jax.sample.hallo_masks import HalloMasks
 
 HALLO_VAE_SCALE = 0.18215  # FaceAnimatePipeline's constant, whatever the VAE's config says
@@ -89,21 +89,17 @@ class HalloSampler:
         reference = model.encode_reference(tile(latents[0]), rows[:, 0])
         motion = model.encode_motion(tile(latents[1:]), jnp.ones((k,)), rows[:, 1:])
 
-        def predict(x, t):
-            return model.denoise(
-                x,
-                t,
-                reference,
-                face_mask=tile(face_mask),
-                motion=motion,
-                audio_features=tile(audio),
-                reference_keep=keep,
-                audio_keep=keep,
-                image_tokens=tokens,
-                region_masks=tuple(tile(m) for m in region_masks),
-                motion_scale=motion_scale,
-            )
-
+        conditions = dict(
+            face_mask=tile(face_mask),
+            motion=motion,
+            audio_features=tile(audio),
+            reference_keep=keep,
+            audio_keep=keep,
+            image_tokens=tokens,
+            region_masks=tuple(tile(m) for m in region_masks),
+            motion_scale=motion_scale,
+        )
+        predict = lambda x, t: model.denoise(x, t, reference, **conditions)  # noqa: E731
         return denoising_loop(predict, self.table, self.config.model.prediction_type, self.branches, noise, key)
 
     def _latents(self, pixels: np.ndarray) -> jax.Array:
@@ -116,12 +112,9 @@ class HalloSampler:
 
     def _decode_clip(self, latents: jax.Array) -> np.ndarray:
         """[F, h, w, 4] -> [F, S, S, 3] float32 in [0, 1], in chunks of the same shape (one compile)."""
-        chunk, out = min(self.settings.decode_chunk, len(latents)), []
-        for start in range(0, len(latents), chunk):
-            part = latents[start : start + chunk]
-            padded = jnp.concatenate([part, jnp.repeat(part[-1:], chunk - len(part), axis=0)])
-            out.append(np.asarray(self._decode(self._state, padded), np.float32)[: len(part)])
-        return np.clip(np.concatenate(out) / 2 + 0.5, 0.0, 1.0)
+        decode = lambda chunk: self._decode(self._state, chunk)  # noqa: E731
+        pixels = decode_in_chunks(decode, latents, self.settings.decode_chunk).astype(np.float32)
+        return np.clip(pixels / 2 + 0.5, 0.0, 1.0)
 
     def compile_clip(self, inputs: HalloInputs):
         """One clip's jitted function (ReferenceNet passes and denoising loop) compiled for `inputs`' shapes, from

@@ -121,9 +121,9 @@ class FaceAnalyzer:
         scores, boxes = np.concatenate(scores), np.concatenate(boxes) / scale
         keypoints = np.concatenate(keypoints) / scale
         order = scores.argsort()[::-1]
-        ranked = np.hstack([boxes, scores[:, None]]).astype(np.float32)[order]
+        ranked, keypoints = np.hstack([boxes, scores[:, None]]).astype(np.float32)[order], keypoints[order]
         keep = non_maximum_suppression(ranked[:, :4], ranked[:, 4])
-        return [Face(ranked[i, :4], float(ranked[i, 4]), keypoints[order][i]) for i in keep]
+        return [Face(ranked[i, :4], float(ranked[i, 4]), keypoints[i]) for i in keep]
 
     def embed(self, rgb: np.ndarray, face: Face) -> np.ndarray:
         """The face's raw ArcFace embedding [D] from its five keypoints."""
