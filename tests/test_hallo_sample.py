@@ -56,10 +56,11 @@ def inputs(tmp_path, monkeypatch):
 
 def test_preprocessing_gives_hallos_inputs(hallo_folder, inputs):
     from emo_jax.sample.hallo_prepare import HalloPreprocessor
+    from emo_jax.sample.inputs import load_track
 
     folder, _ = hallo_folder
     image, audio = inputs
-    prepared = HalloPreprocessor(folder, size=128, clip_frames=8).inputs(image, audio)
+    prepared = HalloPreprocessor(folder, size=128, clip_frames=8).inputs(image, load_track(audio))
     assert prepared.reference.shape == (128, 128, 3) and -1 <= prepared.reference.min() < prepared.reference.max() <= 1
     assert prepared.face_embedding.shape == (64,) and np.abs(prepared.face_embedding).max() > 0
     # the fake landmarker's face outline spans x 0.3-0.7, y 0.22-0.78 of the image, grown 1.2x about its centre

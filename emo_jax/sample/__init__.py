@@ -128,7 +128,7 @@ def sample_hallo_video(
         clip_frames=config.data.num_frames,
         face_expand_ratio=face_expand_ratio,
     )
-    inputs = preprocessor.inputs(image, audio)
+    inputs = preprocessor.inputs(image, waveform)
     clips, fps = sampler.num_clips(inputs), float(config.data.fps)
     frames = lambda on_clip: sampler.frames(inputs, motion_scale, on_clip=on_clip)  # noqa: E731
     reference = ((inputs.reference + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)

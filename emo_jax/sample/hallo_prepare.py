@@ -22,7 +22,7 @@ import numpy as np
 from emo_jax.sample.hallo import HalloInputs
 from emo_jax.sample.hallo_faces import DETECTOR_FILE, LANDMARKER_FILE, RECOGNIZER_FILE, FaceAnalyzer, face_landmarks
 from emo_jax.sample.hallo_masks import HalloMasks, hallo_masks
-from emo_jax.sample.inputs import InputError, load_track, read_image
+from emo_jax.sample.inputs import InputError, read_image
 
 _HF = "fudan-generative-vision/hallo: "
 # What sampling reads from Hallo's `pretrained_models` folder beside the model itself, and where Hallo's README
@@ -36,7 +36,7 @@ PREPROCESSING_PARTS = {
 
 
 class HalloPreprocessor:
-    """`inputs(image, audio)` -> `HalloInputs`; the face models and wav2vec2 are loaded once."""
+    """`inputs(image, waveform)` -> `HalloInputs`; the face models and wav2vec2 are loaded once."""
 
     def __init__(
         self,
@@ -73,11 +73,10 @@ class HalloPreprocessor:
         reference = np.asarray(resize(rgb), np.float32) / 255.0 * 2.0 - 1.0
         return reference, face.embedding.astype(np.float32), masks
 
-    def inputs(self, image: str | Path, audio: str | Path) -> HalloInputs:
+    def inputs(self, image: str | Path, waveform: np.ndarray) -> HalloInputs:
+        """image: a file; waveform: 16 kHz mono, as `sample.inputs.load_track` reads an audio file."""
         from emo_jax.audio.hallo import hallo_audio_features
 
         reference, embedding, masks = self.reference(image)
-        features, frames = hallo_audio_features(
-            load_track(audio), self.wav2vec2, fps=self.fps, clip_frames=self.clip_frames
-        )
+        features, frames = hallo_audio_features(waveform, self.wav2vec2, fps=self.fps, clip_frames=self.clip_frames)
         return HalloInputs(reference, embedding, masks, features, frames)
