@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
+from emo_jax.kernels import cpu_attention
 from emo_jax.models.layers import Compute, group_norm, layer_norm, linear
 
 log = logging.getLogger(__name__)
@@ -124,19 +125,24 @@ def splash_attention(query: jax.Array, key: jax.Array, value: jax.Array) -> jax.
     return _heads_first(out)
 
 
-def _fall_back(reason: str, what: str) -> str:
+def _fall_back(reason: str, what: str, instead: str = "xla") -> str:
     if reason not in _warned_fallbacks:
         _warned_fallbacks.add(reason)
-        log.warning("%s attention unavailable (%s); using XLA attention", what, reason)
-    return "xla"
+        log.warning("%s attention unavailable (%s); using %s attention", what, reason, instead)
+    return instead
 
 
-def _resolve(implementation: str, query: jax.Array, key: jax.Array) -> str:
+def _resolve(implementation: str, query: jax.Array, key: jax.Array, value: jax.Array) -> str:
     if implementation == "auto":
         backend = jax.default_backend()
         if backend == "cpu":
-            return "chunked"
-        return "cudnn" if backend == "gpu" and _cudnn_unsupported_reason(query) is None else "xla"
+            if query.dtype != jnp.float32 or jax.device_count() > 1:
+                return "chunked"  # what the kernel does not take: no fallback to report
+            implementation = "cpu"
+        else:
+            return "cudnn" if backend == "gpu" and _cudnn_unsupported_reason(query) is None else "xla"
+    if implementation == "cpu" and (reason := cpu_attention.unsupported_reason(query, key, value)) is not None:
+        return _fall_back(reason, "CPU kernel", "chunked")
     if implementation == "cudnn" and (reason := _cudnn_unsupported_reason(query)) is not None:
         return _fall_back(reason, "cuDNN")
     if implementation == "splash" and (reason := _splash_unsupported_reason(query, key)) is not None:
@@ -153,12 +159,17 @@ def dot_product_attention(
     implementation:
       'xla'     `jax.nn.dot_product_attention` (materialises all logits);
       'cudnn'   its fused cuDNN kernel, falling back to 'xla' where cuDNN cannot run the call (logged once);
-      'chunked' `chunked_attention` (query blocks; the fast choice on CPU);
+      'chunked' `chunked_attention` (query blocks, in XLA);
+      'cpu'     `kernels.cpu_attention`: a fused C++ kernel built at first use, the fast choice on CPU; fp32 on
+                one device; falls back to 'chunked' where it cannot run (no compiler: logged once);
       'splash'  `splash_attention` (TPU's Pallas kernel; interpreted elsewhere), falling back to 'xla' for
                 lengths that are not multiples of 128 (logged once);
-      'auto'    'chunked' on CPU, 'cudnn' on GPU where it can run, else 'xla'.
+      'auto'    'cpu' on CPU (else 'chunked': other dtypes, several devices), 'cudnn' on GPU where it can run,
+                else 'xla'.
     """
-    implementation = _resolve(implementation, query, key)
+    implementation = _resolve(implementation, query, key, value)
+    if implementation == "cpu":
+        return cpu_attention.cpu_attention(query, key, value)
     if implementation == "chunked":
         return chunked_attention(query, key, value)
     if implementation == "splash":

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 Dtype = Any
-ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn", "chunked", "splash")
+ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn", "chunked", "cpu", "splash")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,7 +24,7 @@ class Compute:
 
     dtype: activations and matmul inputs (bf16 on accelerators); norms and softmax still reduce in fp32.
     param_dtype: stored parameters (fp32 for training and conversion).
-    attention: 'auto' (default: the fastest per backend), 'xla', 'cudnn', 'chunked' or 'splash' (TPU);
+    attention: 'auto' (default: the fastest per backend), 'xla', 'cudnn', 'chunked', 'cpu' or 'splash' (TPU);
       see `attention.dot_product_attention`.
     remat: recompute each resnet, spatial transformer and temporal module in the backward pass instead of
       keeping its activations (`nnx.remat`): less memory, one more forward of compute.
