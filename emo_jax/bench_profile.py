@@ -117,7 +117,8 @@ def hlo_kinds(hlo_text: str) -> dict[str, str]:
             if opcode == "fusion" or opcode == "custom-call":
                 for called in _CALLS.findall(rest):
                     ops |= opcodes(called)
-                if "__onednn$matmul" in rest or "matmul" in rest.split("custom_call_target=")[-1][:40]:
+                target = rest.split("custom_call_target=")[-1][:40]
+                if "__onednn$matmul" in rest or "matmul" in target or "attention" in target:  # our CPU kernel
                     ops.add("dot")
             kinds[name] = _kind_of(ops)
     return kinds

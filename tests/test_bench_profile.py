@@ -30,6 +30,23 @@ def test_hlo_kinds_names_the_heavy_op_of_each_fusion():
     assert found <= set(KINDS) | {"container"}
 
 
+def test_the_cpu_attention_kernel_counts_as_matmul_like_torchs_fused_attention():
+    from emo_jax.kernels import cpu_attention
+
+    if jax.default_backend() != "cpu" or (reason := cpu_attention.unavailable_reason()) is not None:
+        pytest.skip(f"no CPU attention kernel here: {reason if jax.default_backend() == 'cpu' else 'not a CPU'}")
+    q = jnp.ones((1, 16, 2, 8))
+    function = jax.jit(jax.grad(lambda q: jnp.sum(cpu_attention.cpu_attention(q, q, q))))
+    text = function.lower(q).compile().as_text()
+    calls = [
+        line.split("=")[0].split()[-1].lstrip("%")  # [ROOT] %name = ... custom-call(...)
+        for line in text.splitlines()
+        if 'custom_call_target="emo_jax_cpu_attention' in line
+    ]
+    kinds = hlo_kinds(text)
+    assert len(calls) == 2 and all(kinds[name] == "matmul" for name in calls)
+
+
 def test_xla_breakdown_finds_the_call_time():
     function = jax.jit(jax.grad(_conv_then_dot, argnums=(0, 1, 2)))
     args = _inputs()
