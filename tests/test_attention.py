@@ -97,7 +97,7 @@ def test_chunked_attention_gradients_equal_full_attention(chunk):
         np.testing.assert_allclose(got, want, atol=1e-5)
 
 
-@pytest.mark.parametrize("implementation", ["xla", "chunked"])
+@pytest.mark.parametrize("implementation", ["xla", "chunked", "auto"])
 def test_bf16_inputs_take_fp32_logits(implementation):
     # Logits 128.25 and 128 (head dim 4, scale 1/2): bf16 rounds both to 128 (weights 0.5/0.5), fp32 keeps
     # them apart (weights sigmoid(0.25) = 0.562 / 0.438). Values 1 and 0 read the first weight out.

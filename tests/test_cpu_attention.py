@@ -88,13 +88,16 @@ def test_vmap_runs_the_kernel_per_element():
         np.testing.assert_allclose(out[i], reference_attention(q[i], k[i], v[i]), atol=2e-6)
 
 
-def test_auto_takes_the_kernel_for_fp32_and_chunked_attention_for_bf16():
+def test_auto_takes_the_kernel_and_half_precision_is_computed_in_fp32():
     q, k, v = (jnp.asarray(a) for a in _qkv(1, 16, 16, 1, 8))
-    fp32 = jax.jit(lambda q, k, v: attention.dot_product_attention(q, k, v)).lower(q, k, v).as_text()
-    assert "emo_jax_cpu_attention_forward" in fp32
-    half = [a.astype(jnp.bfloat16) for a in (q, k, v)]
-    bf16 = jax.jit(lambda q, k, v: attention.dot_product_attention(q, k, v)).lower(*half).as_text()
-    assert "emo_jax_cpu_attention_forward" not in bf16
+    for dtype in (jnp.float32, jnp.bfloat16):
+        inputs = [a.astype(dtype) for a in (q, k, v)]
+        text = jax.jit(lambda q, k, v: attention.dot_product_attention(q, k, v)).lower(*inputs).as_text()
+        assert "emo_jax_cpu_attention_forward" in text
+    half = attention.dot_product_attention(*(a.astype(jnp.bfloat16) for a in (q, k, v)))
+    want = reference_attention(*(np.asarray(a.astype(jnp.bfloat16), np.float32) for a in (q, k, v)))
+    assert half.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(half, np.float32), want, atol=8e-3)  # bf16's rounding of the output
 
 
 def test_without_the_kernel_attention_falls_back_to_chunked_and_says_why(monkeypatch, caplog):
@@ -120,3 +123,12 @@ def test_build_without_a_compiler_names_what_it_looked_for(monkeypatch):
     monkeypatch.setenv("CXX", "no-such-compiler-xyz")
     reason = build.load.__wrapped__("cpu_attention")
     assert reason == "no C++ compiler found (no-such-compiler-xyz not on PATH)"
+
+
+def test_build_into_an_unwritable_cache_says_where(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("")  # the cache dir would have to be inside a file
+    monkeypatch.setenv("EMO_JAX_CACHE_DIR", str(blocker / "cache"))
+    reason = build.load.__wrapped__("cpu_attention")
+    assert isinstance(reason, str)
+    assert reason.startswith(f"building cpu_attention.cc into {blocker}/cache/kernels failed")

@@ -70,16 +70,19 @@ def load(name: str) -> ctypes.CDLL | str:
     ).hexdigest()[:20]
     library = cache_dir() / "kernels" / f"{name}-{key}.so"
     if not library.exists():
-        library.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=library.parent) as scratch:
-            built = Path(scratch) / library.name
-            command = [path, *FLAGS, "-I", include, str(source), "-o", str(built)]
-            try:
+        try:
+            library.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=library.parent) as scratch:
+                built = Path(scratch) / library.name
+                command = [path, *FLAGS, "-I", include, str(source), "-o", str(built)]
                 result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-            except (OSError, subprocess.SubprocessError) as error:
-                return f"building {source.name} failed: {error}"
-            if result.returncode != 0:
-                first = "\n".join(result.stderr.strip().splitlines()[:5])
-                return f"building {source.name} with {path} failed:\n{first}"
-            os.replace(built, library)  # atomic: processes building at once each leave a whole file
-    return ctypes.cdll.LoadLibrary(str(library))
+                if result.returncode != 0:
+                    first = "\n".join(result.stderr.strip().splitlines()[:5])
+                    return f"building {source.name} with {path} failed:\n{first}"
+                os.replace(built, library)  # atomic: processes building at once each leave a whole file
+        except (OSError, subprocess.SubprocessError) as error:
+            return f"building {source.name} into {library.parent} failed: {error}"
+    try:
+        return ctypes.cdll.LoadLibrary(str(library))
+    except OSError as error:
+        return f"loading {library} failed: {error}"

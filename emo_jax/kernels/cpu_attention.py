@@ -34,8 +34,8 @@ def unsupported_reason(query: jax.Array, key: jax.Array, value: jax.Array) -> st
     """Why `cpu_attention` cannot take these inputs here, or None."""
     if jax.default_backend() != "cpu":
         return f"backend is {jax.default_backend()}"
-    if any(x.dtype != jnp.float32 for x in (query, key, value)):
-        return f"dtype is {query.dtype} (the CPU kernel takes fp32)"
+    if not all(jnp.issubdtype(x.dtype, jnp.floating) for x in (query, key, value)):
+        return f"dtype is {query.dtype} (the CPU kernel takes floats)"
     if key.shape[1] == 0:
         return "no keys"
     if jax.device_count() > 1:
@@ -67,10 +67,15 @@ def _backward(residuals, cotangent):
 
 
 @jax.custom_vjp
-def cpu_attention(query: jax.Array, key: jax.Array, value: jax.Array) -> jax.Array:
-    """softmax(q k^T / sqrt(D)) v in fp32. [B, T, N, D], [B, S, N, D] -> [B, T, N, D]. Needs
-    `unsupported_reason(...) is None`."""
+def _attention(query: jax.Array, key: jax.Array, value: jax.Array) -> jax.Array:
     return _forward(query, key, value)[0]
 
 
-cpu_attention.defvjp(_forward, _backward)
+_attention.defvjp(_forward, _backward)
+
+
+def cpu_attention(query: jax.Array, key: jax.Array, value: jax.Array) -> jax.Array:
+    """softmax(q k^T / sqrt(D)) v, computed in fp32 (bf16 / fp16 inputs too: the result is cast back).
+    [B, T, N, D], [B, S, N, D] -> [B, T, N, D]. Needs `unsupported_reason(...) is None`."""
+    out = _attention(*(x.astype(jnp.float32) for x in (query, key, value)))
+    return out.astype(query.dtype)

@@ -136,8 +136,8 @@ def _resolve(implementation: str, query: jax.Array, key: jax.Array, value: jax.A
     if implementation == "auto":
         backend = jax.default_backend()
         if backend == "cpu":
-            if query.dtype != jnp.float32 or jax.device_count() > 1:
-                return "chunked"  # what the kernel does not take: no fallback to report
+            if jax.device_count() > 1:
+                return "chunked"  # the kernel has no sharding rule: no fallback to report
             implementation = "cpu"
         else:
             return "cudnn" if backend == "gpu" and _cudnn_unsupported_reason(query) is None else "xla"
@@ -160,11 +160,12 @@ def dot_product_attention(
       'xla'     `jax.nn.dot_product_attention` (materialises all logits);
       'cudnn'   its fused cuDNN kernel, falling back to 'xla' where cuDNN cannot run the call (logged once);
       'chunked' `chunked_attention` (query blocks, in XLA);
-      'cpu'     `kernels.cpu_attention`: a fused C++ kernel built at first use, the fast choice on CPU; fp32 on
-                one device; falls back to 'chunked' where it cannot run (no compiler: logged once);
+      'cpu'     `kernels.cpu_attention`: a fused C++ kernel built at first use, the fast choice on CPU; in fp32
+                (other float inputs are cast), on one device; falls back to 'chunked' where it cannot run (no
+                compiler: logged once);
       'splash'  `splash_attention` (TPU's Pallas kernel; interpreted elsewhere), falling back to 'xla' for
                 lengths that are not multiples of 128 (logged once);
-      'auto'    'cpu' on CPU (else 'chunked': other dtypes, several devices), 'cudnn' on GPU where it can run,
+      'auto'    'cpu' on CPU (on several devices 'chunked'), 'cudnn' on GPU where it can run,
                 else 'xla'.
     """
     implementation = _resolve(implementation, query, key, value)
