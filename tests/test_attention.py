@@ -4,17 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from attention_reference import reference_attention
 
 from emo_jax.models.attention import chunked_attention, dot_product_attention
-
-
-def reference_attention(q, k, v):
-    """numpy float64 softmax(q k^T / sqrt(d)) v over [B, T, N, D]."""
-    q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
-    logits = np.einsum("btnd,bsnd->bnts", q, k) / np.sqrt(q.shape[-1])
-    weights = np.exp(logits - logits.max(-1, keepdims=True))
-    weights /= weights.sum(-1, keepdims=True)
-    return np.einsum("bnts,bsnd->btnd", weights, v)
 
 
 def _qkv(t, s, seed=0):
