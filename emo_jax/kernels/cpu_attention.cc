@@ -182,7 +182,7 @@ void WeightedSum(const float* w, const float* xt, int64_t width, int64_t dim, co
   }
 }
 
-// Each row in place: exp(logit - row max), padded keys 0; the row's max and sum in row_max[r], row_sum[r].
+// Each row in place: exp(logit - row max), padded keys ~1e-38 (exp clamps at -87); max and sum in row_max, row_sum.
 template <int R>
 void Exponentials(const Shape& s, float* logits, float* row_max, float* row_sum) {
   const int64_t width = s.padded();
