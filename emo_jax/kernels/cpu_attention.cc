@@ -15,6 +15,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <type_traits>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -73,6 +74,7 @@ struct Shape {
   int64_t batch, queries, keys, heads, dim;
   int64_t padded() const { return (keys + kLanes - 1) / kLanes * kLanes; }  // a row of keys, in whole Vecs
   int64_t even_dim() const { return dim + dim % 2; }
+  float scale() const { return 1.0f / std::sqrt(static_cast<float>(dim)); }  // of the logits
   int64_t pairs() const { return batch * heads; }
   // Offset of row t of (batch, head) pair p in a [B, L, N, D] array of length L.
   int64_t row(int64_t p, int64_t t, int64_t length) const {
@@ -221,7 +223,7 @@ struct Scratch {
 // R query rows of pair p from row t, forward: their outputs and log-sum-exps.
 template <int R>
 void ForwardRows(const Shape& s, Scratch& w, const float* q, int64_t p, int64_t t, float* out, float* lse) {
-  const float scale = 1.0f / std::sqrt(static_cast<float>(s.dim));
+  const float scale = s.scale();
   float* rows_out[R];
   float row_max[R], row_sum[R], inverse[R];
   for (int r = 0; r < R; ++r) {
@@ -243,7 +245,7 @@ template <int R>
 void BackwardRows(const Shape& s, Scratch& w, const float* q, const float* out, const float* lse, const float* dout,
                   int64_t p, int64_t t, float* dq, float* dkt, float* dvt) {
   const int64_t width = s.padded(), dim = s.dim;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(dim));
+  const float scale = s.scale();
   float* rows_dq[R];
   float delta[R], scales[R];
   for (int r = 0; r < R; ++r) {
@@ -282,12 +284,13 @@ void BackwardRows(const Shape& s, Scratch& w, const float* q, const float* out, 
   }
 }
 
-// Rows [t0, t1) of pair p in blocks of kRows, then one at a time.
-template <typename Block, typename Single>
-void ForRows(int64_t t0, int64_t t1, const Block& block, const Single& single) {
+// rows(R, t) over rows [t0, t1): blocks of R = kRows, then R = 1 for what is left (R as a compile-time
+// constant, std::integral_constant, so the callee can be instantiated with it).
+template <typename F>
+void ForRows(int64_t t0, int64_t t1, const F& rows) {
   int64_t t = t0;
-  for (; t + kRows <= t1; t += kRows) block(t);
-  for (; t < t1; ++t) single(t);
+  for (; t + kRows <= t1; t += kRows) rows(std::integral_constant<int, kRows>{}, t);
+  for (; t < t1; ++t) rows(std::integral_constant<int, 1>{}, t);
 }
 
 // The call's shape into *s, or an error saying what does not fit.
@@ -317,9 +320,7 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ff
     for (int64_t p = p0; p < p1; ++p) {
       Transpose(s, kp, p, w.kt.data());
       Transpose(s, vp, p, w.vt.data());
-      ForRows(
-          t0, t1, [&](int64_t t) { ForwardRows<kRows>(s, w, qp, p, t, op, lp); },
-          [&](int64_t t) { ForwardRows<1>(s, w, qp, p, t, op, lp); });
+      ForRows(t0, t1, [&](auto rows, int64_t t) { ForwardRows<decltype(rows)::value>(s, w, qp, p, t, op, lp); });
     }
   });
   return ffi::Error::Success();
@@ -355,9 +356,9 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<f
       Transpose(s, kp, p, w.kt.data());
       Transpose(s, vp, p, w.vt.data());
       std::fill(dkt, dkt + 2 * block, 0.0f);
-      ForRows(
-          t0, t1, [&](int64_t t) { BackwardRows<kRows>(s, w, qp, op, lp, gp, p, t, dqp, dkt, dvt); },
-          [&](int64_t t) { BackwardRows<1>(s, w, qp, op, lp, gp, p, t, dqp, dkt, dvt); });
+      ForRows(t0, t1, [&](auto rows, int64_t t) {
+        BackwardRows<decltype(rows)::value>(s, w, qp, op, lp, gp, p, t, dqp, dkt, dvt);
+      });
       if (plan.parts == 1) write_key_grads(p, dkt, dvt);
     }
   });
