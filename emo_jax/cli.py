@@ -59,6 +59,7 @@ def _sample(args: argparse.Namespace) -> None:
         guidance_audio=guidance_audio,
         guidance_reference=guidance_ref,
         strength=args.strength,
+        noise_shared=args.noise_shared,
         seed=args.seed,
     )
     provenance = dict(provenance=not args.no_provenance, sign_cert=args.sign_cert, sign_key=args.sign_key)
@@ -101,6 +102,9 @@ def _sampling_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--guidance-ref", type=float, help="reference guidance scale R (1: keep the reference)")
     parser.add_argument(
         "--strength", type=float, help="1: start from noise; below 1: from the noised reference (image-to-image)"
+    )
+    parser.add_argument(
+        "--noise-shared", type=float, help="share of the start noise common to a clip's frames, 0-1 (steadier faces)"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--speed", help="head speed: slow, normal, fast, or degrees per frame")

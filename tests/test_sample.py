@@ -18,6 +18,7 @@ from emo_jax.diffusion import guidance, samplers
 from emo_jax.provenance.credentials import read_credentials, weights_digest
 from emo_jax.provenance.metadata import NOTICE
 from emo_jax.sample import Bundle, SamplingSettings, VideoSampler, head_speed, sample_video
+from emo_jax.sample.generate import frame_noise
 from emo_jax.sample.inputs import InputError, check_output, load_reference, load_track, read_image
 
 
@@ -58,10 +59,14 @@ def test_head_speed_names_and_values(micro_bundle):
         head_speed("quick", micro_bundle.config)
 
 
-def test_jitted_loop_equals_a_step_by_step_guided_loop(micro_bundle):
-    """The one-call fori_loop (branches batched) against separate backbone calls per branch and step."""
+@pytest.mark.parametrize("noise_shared", [0.0, 0.7])
+def test_jitted_loop_equals_a_step_by_step_guided_loop(micro_bundle, noise_shared):
+    """The one-call fori_loop (branches batched) against separate backbone calls per branch and step, from the
+    start noise `frame_noise` makes with the settings' noise_shared."""
     config, model = micro_bundle.config, micro_bundle.model
-    settings = SamplingSettings(steps=3, guidance_audio=2.5, guidance_reference=1.5, sampler="dpm++")
+    settings = SamplingSettings(
+        steps=3, guidance_audio=2.5, guidance_reference=1.5, sampler="dpm++", noise_shared=noise_shared
+    )
     sampler = VideoSampler(model, micro_bundle.vae, config, settings)
     rng = np.random.default_rng(0)
     f, size = config.data.num_frames, config.data.size
@@ -74,7 +79,7 @@ def test_jitted_loop_equals_a_step_by_step_guided_loop(micro_bundle):
     ours = sampler._denoise(sampler._state, reference, None, motion, mask, audio, speed, key)
 
     table = settings.table(config).arrays()
-    x = jax.random.normal(jax.random.split(key)[0], (1, f, size, size, 4))
+    x = frame_noise(jax.random.split(key)[0], (1, f, size, size, 4), noise_shared)
     x0_prev = jnp.zeros_like(x)
     for i in range(3):
         t = table["timesteps"][i][None]
@@ -87,6 +92,23 @@ def test_jitted_loop_equals_a_step_by_step_guided_loop(micro_bundle):
             guided = guided + weight * out
         x, x0_prev = samplers.step(table, i, config.model.prediction_type, guided, x, x0_prev)
     np.testing.assert_allclose(np.asarray(ours), np.asarray(x), atol=2e-4, rtol=1e-4)
+
+
+def test_frame_noise_shares_the_asked_part_of_each_frames_variance():
+    """Each frame N(0, 1); frames of one clip correlate by `shared`, clips of a batch not at all; 0 is a plain
+    normal draw (the sampling of every model before the option)."""
+    key, shape = jax.random.key(0), (2, 4, 32, 32, 4)
+    np.testing.assert_array_equal(frame_noise(key, shape, 0.0), jax.random.normal(key, shape))
+    noise = np.asarray(frame_noise(key, shape, 0.8)).reshape(2, 4, -1)
+    np.testing.assert_allclose(noise.std(-1), 1.0, atol=0.05)
+    corr = np.corrcoef(noise.reshape(8, -1))
+    same_clip = [corr[b * 4 + i, b * 4 + j] for b in range(2) for i in range(4) for j in range(i + 1, 4)]
+    np.testing.assert_allclose(same_clip, 0.8, atol=0.03)
+    assert np.abs(corr[:4, 4:]).max() < 0.05
+    frames = np.asarray(frame_noise(key, shape, 1.0))
+    np.testing.assert_array_equal(frames[:, 1:], np.broadcast_to(frames[:, :1], frames[:, 1:].shape))
+    with pytest.raises(ValueError, match=r"noise_shared must be in \[0, 1\], got 1.5"):
+        SamplingSettings(noise_shared=1.5)
 
 
 def test_video_has_the_audio_length_the_audio_and_a_strip(micro_bundle, example, tmp_path):

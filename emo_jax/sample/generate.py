@@ -14,6 +14,7 @@ not run).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Iterator
 
 import jax
@@ -45,6 +46,12 @@ class SamplingSettings:
     # 1: every clip starts from pure noise; below 1 it starts from the reference latent noised to the first of the
     # last int(steps * strength) steps (image-to-image, as diffusers' strength)
     strength: float = 1.0
+    # share of the noise's variance common to a clip's frames (`frame_noise`); 0: independent, as in training
+    noise_shared: float = 0.0
+
+    def __post_init__(self):
+        if not 0 <= self.noise_shared <= 1:
+            raise ValueError(f"noise_shared must be in [0, 1], got {self.noise_shared}")
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict, **changes) -> SamplingSettings:
@@ -97,6 +104,17 @@ class Progress:
             cls.step()
 
 
+def frame_noise(key: jax.Array, shape: tuple[int, ...], shared: float = 0.0) -> jax.Array:
+    """Standard normal noise [B, F, ...] whose F frames share `shared` of their variance: sqrt(shared) z_clip +
+    sqrt(1 - shared) z_frame, so each frame is still N(0, 1) (what the model was trained on) while frames of a clip
+    start closer together (0: independent draws; 1: one draw for all frames)."""
+    if not shared:
+        return jax.random.normal(key, shape)
+    k_clip, k_frame = jax.random.split(key)
+    clip = jax.random.normal(k_clip, (shape[0], 1, *shape[2:]))
+    return math.sqrt(shared) * clip + math.sqrt(1 - shared) * jax.random.normal(k_frame, shape)
+
+
 def denoising_loop(
     predict: Callable[[jax.Array, jax.Array], jax.Array],
     table: samplers.SamplerTable,
@@ -104,16 +122,17 @@ def denoising_loop(
     chosen: list[guidance.Branch],
     x: jax.Array,
     key: jax.Array,
+    noise_shared: float = 0.0,
 ) -> jax.Array:
-    """The sampler's steps from the start latents x [1, ...] as one `lax.fori_loop`: each step runs the guidance
+    """The sampler's steps from the start latents x [1, F, ...] as one `lax.fori_loop`: each step runs the guidance
     branches `chosen` as one batch, predict(x [K, ...], t [K]) -> outputs [K, ...], and combines them; `key` draws
-    a stochastic sampler's noise. -> the clean latents [1, ...]."""
+    a stochastic sampler's noise (`frame_noise` with `noise_shared`). -> the clean latents [1, F, ...]."""
     arrays, k = table.arrays(), len(chosen)
 
     def body(i, carry):
         x, x0_prev = carry
         guided = guidance.combine(predict(jnp.repeat(x, k, axis=0), jnp.full((k,), arrays["timesteps"][i])), chosen)
-        noise = jax.random.normal(jax.random.fold_in(key, i), x.shape) if table.stochastic else None
+        noise = frame_noise(jax.random.fold_in(key, i), x.shape, noise_shared) if table.stochastic else None
         x, x0 = samplers.step(arrays, i, prediction_type, guided, x, x0_prev, noise)
         jax.debug.callback(Progress.report, i)
         return x, x0
@@ -178,13 +197,15 @@ class VideoSampler:
         h, w = face_mask.shape[1] // model.config.mask_factor, face_mask.shape[2] // model.config.mask_factor
         shape = (1, self.num_frames, h, w, model.config.backbone.in_channels)
         k_init, k_steps = jax.random.split(key)
-        x = jax.random.normal(k_init, shape)
+        x = frame_noise(k_init, shape, self.settings.noise_shared)
         if self.settings.strength < 1:
             abar = jnp.asarray(schedules.alphas_cumprod(**self.config.schedule))
             start = jnp.broadcast_to(ref_latent[:, None], shape)
             x = schedules.add_noise(start, x, self.table.arrays()["timesteps"][:1], abar)
         predict = lambda x, t: model.denoise(x, t, reference, **conditions)  # noqa: E731
-        return denoising_loop(predict, self.table, self.prediction_type, self.branches, x, k_steps)
+        return denoising_loop(
+            predict, self.table, self.prediction_type, self.branches, x, k_steps, self.settings.noise_shared
+        )
 
     def _pixels_to_latents(self, pixels: np.ndarray) -> jax.Array:
         """uint8 [N, S, S, 3] -> scaled latent means [N, h, w, C]."""

@@ -30,7 +30,7 @@ from flax import nnx
 from emo_jax.build import compute_of
 from emo_jax.models import AutoencoderKL, kernels_in
 from emo_jax.models.emo import EMO
-from emo_jax.sample.generate import SamplingSettings, decode_in_chunks, denoising_loop
+from emo_jax.sample.generate import SamplingSettings, decode_in_chunks, denoising_loop, frame_noise
 from emo_jax.sample.hallo_masks import HalloMasks
 
 HALLO_VAE_SCALE = 0.18215  # FaceAnimatePipeline's constant, whatever the VAE's config says
@@ -100,7 +100,8 @@ class HalloSampler:
             motion_scale=motion_scale,
         )
         predict = lambda x, t: model.denoise(x, t, reference, **conditions)  # noqa: E731
-        return denoising_loop(predict, self.table, self.config.model.prediction_type, self.branches, noise, key)
+        prediction_type, shared = self.config.model.prediction_type, self.settings.noise_shared
+        return denoising_loop(predict, self.table, prediction_type, self.branches, noise, key, shared)
 
     def _latents(self, pixels: np.ndarray) -> jax.Array:
         """[N, S, S, 3] float in [-1, 1] -> [N, h, w, 4]; diffusers' image processor normalises again where no
@@ -147,7 +148,7 @@ class HalloSampler:
     ) -> Iterator[np.ndarray]:
         """Each clip's frames [F, S, S, 3] float32 in [0, 1], all `num_clips` of them (the last may run past the
         audio). motion_scale: the full / face / lip weights (Hallo's pose_weight, face_weight, lip_weight);
-        noise(clip) -> the clip's starting latents [F, h, w, 4] (default: normal draws from settings.seed)."""
+        noise(clip) -> the clip's starting latents [F, h, w, 4] (default: `frame_noise` from settings.seed)."""
         f, n = self.num_frames, self.num_motion
         side = inputs.reference.shape[0]
         if inputs.reference.shape != (side, side, 3) or inputs.masks.face_locator.shape != (side, side):
@@ -167,8 +168,10 @@ class HalloSampler:
         for clip in range(self.num_clips(inputs)):
             latents = self._latents(np.concatenate([inputs.reference[None], motion]))
             k_start, k_steps = jax.random.split(jax.random.fold_in(key, clip))
-            start = noise(clip) if noise is not None else jax.random.normal(k_start, (f,) + latents.shape[1:])
-            start = jnp.asarray(start, jnp.float32)[None]
+            if noise is not None:
+                start = jnp.asarray(noise(clip), jnp.float32)[None]
+            else:
+                start = frame_noise(k_start, (1, f, *latents.shape[1:]), self.settings.noise_shared)
             audio = jnp.asarray(inputs.audio_features[clip * f : (clip + 1) * f])
             args = (latents, embedding, face_mask, region_masks, audio, scale, start, k_steps)
             video = self._decode_clip(self._clip(self._state, *args)[0])
