@@ -95,8 +95,9 @@ def test_eval_synthetic_runs_every_metric_and_the_corpus_scores(tmp_path, capsys
     result = json.loads((tmp_path / "s.json").read_text())
     assert set(result["metrics"]) == {"FID", "FVD", "Sync-C", "Sync-D", "F-SIM", "E-FID"}
     assert all(np.isfinite(v) for v in result["metrics"].values()) and result["pairs"] == 1
-    assert set(result["synthetic"]) == {"truth", "model", "audio_free"}
+    assert set(result["synthetic"]) == {"truth", "truth_vae", "model", "audio_free"}
     assert result["synthetic"]["truth"]["sync"] > 0.9 and result["synthetic"]["model"]["face_found"] > 0.9
+    assert result["synthetic"]["truth_vae"]["face_found"] > 0.9  # the demo VAE keeps the face it is given
     videos = tmp_path / "s_videos"
     assert sorted(p.name for p in videos.iterdir()) == ["audio_free", "model", "reference", "truth"]
     assert "corpus analyser" in (tmp_path / "s.md").read_text() and "videos in" in capsys.readouterr().out

@@ -111,6 +111,17 @@ def test_frame_noise_shares_the_asked_part_of_each_frames_variance():
         SamplingSettings(noise_shared=1.5)
 
 
+def test_through_vae_is_the_vae_round_trip_in_chunks(micro_bundle):
+    """10 frames in chunks of 4 give the frames of one call on all 10 (to uint8 rounding)."""
+    config = micro_bundle.config
+    frames = np.random.default_rng(0).integers(0, 256, (10, config.data.size, config.data.size, 3), np.uint8)
+    chunked = VideoSampler(micro_bundle.model, micro_bundle.vae, config, SamplingSettings(decode_chunk=4))
+    whole = VideoSampler(micro_bundle.model, micro_bundle.vae, config, SamplingSettings(decode_chunk=10))
+    ours = chunked.through_vae(frames)
+    assert ours.shape == frames.shape and ours.dtype == np.uint8
+    assert np.abs(ours.astype(int) - whole.through_vae(frames).astype(int)).max() <= 1
+
+
 def test_video_has_the_audio_length_the_audio_and_a_strip(micro_bundle, example, tmp_path):
     image, audio = example
     out = tmp_path / "talk.mp4"

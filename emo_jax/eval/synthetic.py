@@ -4,8 +4,10 @@
 
 For each held-out (identity, audio) pair it renders the true video, makes the model's video from the identity's
 rest frame and the audio, and makes it again with the audio dropped (the audio-free baseline: the same model,
-audio_keep = 0 in every guidance branch). The corpus analyser (`synthetic.measure_frame`) reads every frame of
-the three, cropped and sized as the model sees them, and each gets these scores:
+audio_keep = 0 in every guidance branch). Beside the truth it scores the truth encoded and decoded by the model's
+VAE (`truth_vae`): what a perfect denoiser would give, so the ceiling of what the model can score through its VAE.
+The corpus analyser (`synthetic.measure_frame`) reads every frame of the four, cropped and sized as the model sees
+them, and each gets these scores:
 
   sync      correlation of the measured mouth area (`mouth_area`: soft, so a VAE's blur does not hide the
             mouth) with the audio's loudness per frame, best over lags of -2..2 frames (the truth leads the
@@ -39,6 +41,7 @@ from emo_jax.data.preprocess import PreprocessConfig, crop_square
 
 LAGS = range(-2, 3)
 SCORES = ("sync", "face_found", "colour_error", "jitter", "speed")
+SOURCES = ("truth", "truth_vae", "model", "audio_free")
 
 
 def loudness(audio: np.ndarray, fps: float, num_frames: int) -> np.ndarray:
@@ -80,6 +83,7 @@ class PairResult:
     identity: int
     audio: int
     truth: dict[str, float]
+    truth_vae: dict[str, float]
     model: dict[str, float]
     audio_free: dict[str, float]
 
@@ -115,12 +119,13 @@ def evaluate(
     import soundfile
 
     from emo_jax.data.video import read_frames, write_mp4
-    from emo_jax.sample import SamplingSettings, load_bundle, sample_video
+    from emo_jax.sample import SamplingSettings, VideoSampler, load_bundle, sample_video
 
     bundle = load_bundle(checkpoint)
     config = bundle.config
     fps, size = float(config.data.fps), config.data.size
     settings = SamplingSettings.from_config(config, **sampling)
+    vae_only = VideoSampler(bundle.model, bundle.vae, config, settings)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(keep or tmp)
@@ -138,7 +143,10 @@ def evaluate(
             seen = _crop_like_reference(truth.frames, box, size)
             if keep:
                 write_mp4(folder / "truth" / f"{name}.mp4", seen, fps, truth.audio)
-            scores = {"truth": score_frames(seen, identity, envelope)}
+            scores = {
+                "truth": score_frames(seen, identity, envelope),
+                "truth_vae": score_frames(vae_only.through_vae(seen), identity, envelope),
+            }
             for source, use_audio in (("model", True), ("audio_free", False)):
                 out = folder / source / f"{name}.mp4"
                 run = dataclasses.replace(settings, use_audio=use_audio)
@@ -196,11 +204,8 @@ def drift(checkpoint: str | Path, *, seconds: float = 60.0, window: float = 10.0
 
 
 def summary(results: list[PairResult]) -> dict[str, dict[str, float]]:
-    """Mean of each score over the pairs, per source (truth, model, audio_free)."""
-    return {
-        source: {s: float(np.mean([getattr(r, source)[s] for r in results])) for s in SCORES}
-        for source in ("truth", "model", "audio_free")
-    }
+    """Mean of each score over the pairs, per source (SOURCES)."""
+    return {source: {s: float(np.mean([getattr(r, source)[s] for r in results])) for s in SCORES} for source in SOURCES}
 
 
 def table(means: dict[str, dict[str, float]]) -> str:

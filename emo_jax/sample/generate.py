@@ -217,6 +217,13 @@ class VideoSampler:
         pixels = decode_in_chunks(decode, latents, self.settings.decode_chunk)
         return np.clip((pixels + 1.0) * 127.5, 0, 255).round().astype(np.uint8)
 
+    def through_vae(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 frames [N, S, S, 3] encoded and decoded by the VAE, `decode_chunk` frames at a time -> uint8
+        [N, S, S, 3]: what the model's frames would be if it denoised perfectly (what its VAE lets through)."""
+        chunk = self.settings.decode_chunk
+        parts = [frames[start : start + chunk] for start in range(0, len(frames), chunk)]
+        return np.concatenate([self._decode_frames(self._pixels_to_latents(part)) for part in parts])
+
     def compile_loop(
         self, reference: np.ndarray, face_mask: np.ndarray, audio_features: np.ndarray | None, speed: float | None
     ):
