@@ -220,9 +220,8 @@ class VideoSampler:
     def through_vae(self, frames: np.ndarray) -> np.ndarray:
         """uint8 frames [N, S, S, 3] encoded and decoded by the VAE, `decode_chunk` frames at a time -> uint8
         [N, S, S, 3]: what the model's frames would be if it denoised perfectly (what its VAE lets through)."""
-        chunk = self.settings.decode_chunk
-        parts = [frames[start : start + chunk] for start in range(0, len(frames), chunk)]
-        return np.concatenate([self._decode_frames(self._pixels_to_latents(part)) for part in parts])
+        latents = decode_in_chunks(self._pixels_to_latents, frames, self.settings.decode_chunk)
+        return self._decode_frames(jnp.asarray(latents))
 
     def compile_loop(
         self, reference: np.ndarray, face_mask: np.ndarray, audio_features: np.ndarray | None, speed: float | None
