@@ -119,8 +119,9 @@ def base(size: str) -> ml_collections.ConfigDict:
     )
     # snr_gamma None: plain MSE; snr_floor: min-SNR's clean-sample weight never below it (0: as published).
     # mouth_weight: the loss inside each clip's mouth regions (the lower middle of its face boxes) counts
-    # 1 + mouth_weight times; 0 is the paper's plain loss.
-    c.loss = dict(snr_gamma=5.0, snr_floor=0.0, offset_noise=0.05, mouth_weight=0.0)
+    # 1 + mouth_weight times; 0 is the paper's plain loss. noise_shared: the share of each frame's noise variance
+    # common to its clip (mixed noise, PYoCo); sampling uses the same share unless sample.noise_shared says else.
+    c.loss = dict(snr_gamma=5.0, snr_floor=0.0, offset_noise=0.05, mouth_weight=0.0, noise_shared=0.0)
     # Condition dropout for classifier-free guidance (shares of samples; reference, audio and both are exclusive),
     # and first clips: the share of samples trained without motion frames (a video's first clip).
     c.dropout = dict(reference=0.05, audio=0.05, both=0.05, first_clip=0.05)

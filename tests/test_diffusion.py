@@ -5,8 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from peers import require
+from tiny import micro_config
 
+from emo_jax.build import build_vae
 from emo_jax.diffusion import loss, schedules
+from emo_jax.train.batch import Dropout, MotionAugment, Objective, example_batch, training_inputs
 
 
 @pytest.mark.parity
@@ -63,6 +66,58 @@ def test_offset_noise_shifts_each_sample_and_channel_as_one():
     assert np.abs(delta).max() > 0.05
     np.testing.assert_allclose(delta, np.broadcast_to(delta[:, :1, :1, :1], delta.shape), atol=1e-6)
     assert not np.allclose(delta[0, 0, 0, 0], delta[1, 0, 0, 0])  # samples and channels differ
+
+
+def test_frame_noise_shares_the_asked_part_of_each_frames_variance():
+    """Each frame N(0, 1); frames of one clip correlate by `shared`, clips of a batch not at all; 0 is a plain
+    normal draw (the noise of every model before the option)."""
+    key, shape = jax.random.key(0), (2, 4, 32, 32, 4)
+    np.testing.assert_array_equal(loss.frame_noise(key, shape, 0.0), jax.random.normal(key, shape))
+    noise = np.asarray(loss.frame_noise(key, shape, 0.8)).reshape(2, 4, -1)
+    np.testing.assert_allclose(noise.std(-1), 1.0, atol=0.05)
+    corr = np.corrcoef(noise.reshape(8, -1))
+    same_clip = [corr[b * 4 + i, b * 4 + j] for b in range(2) for i in range(4) for j in range(i + 1, 4)]
+    np.testing.assert_allclose(same_clip, 0.8, atol=0.03)
+    assert np.abs(corr[:4, 4:]).max() < 0.05
+    frames = np.asarray(loss.frame_noise(key, shape, 1.0))
+    np.testing.assert_array_equal(frames[:, 1:], np.broadcast_to(frames[:, :1], frames[:, 1:].shape))
+    with pytest.raises(ValueError, match=r"noise_shared must be in \[0, 1\], got -0.1"):
+        loss.frame_noise(key, shape, -0.1)
+
+
+def test_training_noise_is_the_frame_noise_plus_the_offset():
+    """The training draw at a share: frames of a clip correlate by it; share 0 is the draw before the option (so
+    runs made before it resume with the same noise)."""
+    key, shape = jax.random.key(1), (2, 4, 16, 16, 4)
+    k_noise = jax.random.split(key)[0]
+    np.testing.assert_array_equal(loss.offset_noise(key, shape, 0.0), jax.random.normal(k_noise, shape))
+    np.testing.assert_array_equal(loss.offset_noise(key, shape, 0.0, 0.5), loss.frame_noise(k_noise, shape, 0.5))
+    shared = np.asarray(loss.offset_noise(key, shape, 0.05, 0.9)).reshape(8, -1)
+    assert np.corrcoef(shared)[0, 1:4].min() > 0.85
+
+
+def test_objective_takes_the_noise_share_from_the_config_and_refuses_one_out_of_range():
+    config = micro_config(0)
+    assert Objective.from_config(config).noise_shared == 0.0
+    config.loss.noise_shared = 0.8
+    assert Objective.from_config(config).noise_shared == 0.8
+    config.loss.noise_shared = 2.0
+    with pytest.raises(ValueError, match=r"loss.noise_shared must be in \[0, 1\], got 2.0"):
+        Objective.from_config(config)
+
+
+def test_training_inputs_noise_a_clip_with_the_configs_noise_share():
+    """What the trainer's step draws: at loss.noise_shared 0.9 the noise of a clip's frames correlates by ~0.9."""
+    config = micro_config(0)
+    config.loss.update(noise_shared=0.9, offset_noise=0.0)
+    batch = {k: jnp.asarray(v) for k, v in example_batch(config).items()}
+    _, truth = training_inputs(
+        build_vae(config, 0), batch, jax.random.key(0), Objective.from_config(config), Dropout(), MotionAugment()
+    )
+    noise = np.asarray(truth["noise"])  # [B, F, h, w, C]
+    per_frame = noise.reshape(noise.shape[0] * noise.shape[1], -1)
+    same_clip = np.corrcoef(per_frame)[0, 1 : noise.shape[1]]
+    np.testing.assert_allclose(same_clip, 0.9, atol=0.05)
 
 
 def test_denoising_loss_is_the_weighted_mse_of_the_right_target():

@@ -15,10 +15,10 @@ from emo_jax.build import build_emo, build_vae
 from emo_jax.data.synthetic import write_example_inputs
 from emo_jax.data.video import Mp4Writer, VideoError, probe, read_frames, read_tags, write_mp4
 from emo_jax.diffusion import guidance, samplers
+from emo_jax.diffusion.loss import frame_noise
 from emo_jax.provenance.credentials import read_credentials, weights_digest
 from emo_jax.provenance.metadata import NOTICE
 from emo_jax.sample import Bundle, SamplingSettings, VideoSampler, head_speed, sample_video
-from emo_jax.sample.generate import frame_noise
 from emo_jax.sample.inputs import InputError, check_output, load_reference, load_track, read_image
 
 
@@ -94,19 +94,13 @@ def test_jitted_loop_equals_a_step_by_step_guided_loop(micro_bundle, noise_share
     np.testing.assert_allclose(np.asarray(ours), np.asarray(x), atol=2e-4, rtol=1e-4)
 
 
-def test_frame_noise_shares_the_asked_part_of_each_frames_variance():
-    """Each frame N(0, 1); frames of one clip correlate by `shared`, clips of a batch not at all; 0 is a plain
-    normal draw (the sampling of every model before the option)."""
-    key, shape = jax.random.key(0), (2, 4, 32, 32, 4)
-    np.testing.assert_array_equal(frame_noise(key, shape, 0.0), jax.random.normal(key, shape))
-    noise = np.asarray(frame_noise(key, shape, 0.8)).reshape(2, 4, -1)
-    np.testing.assert_allclose(noise.std(-1), 1.0, atol=0.05)
-    corr = np.corrcoef(noise.reshape(8, -1))
-    same_clip = [corr[b * 4 + i, b * 4 + j] for b in range(2) for i in range(4) for j in range(i + 1, 4)]
-    np.testing.assert_allclose(same_clip, 0.8, atol=0.03)
-    assert np.abs(corr[:4, 4:]).max() < 0.05
-    frames = np.asarray(frame_noise(key, shape, 1.0))
-    np.testing.assert_array_equal(frames[:, 1:], np.broadcast_to(frames[:, :1], frames[:, 1:].shape))
+def test_sampling_settings_take_the_trained_noise_share_unless_the_sample_section_sets_one():
+    config = micro_config(0)
+    config.loss.noise_shared = 0.6
+    assert SamplingSettings.from_config(config).noise_shared == 0.6
+    config.sample.noise_shared = 0.2
+    assert SamplingSettings.from_config(config).noise_shared == 0.2
+    assert SamplingSettings.from_config(config, noise_shared=0.0).noise_shared == 0.0
     with pytest.raises(ValueError, match=r"noise_shared must be in \[0, 1\], got 1.5"):
         SamplingSettings(noise_shared=1.5)
 

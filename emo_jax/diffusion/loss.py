@@ -1,9 +1,12 @@
-"""The denoising objective: noise with an offset, the target per prediction type, min-SNR-gamma weights.
+"""The denoising objective: noise (partly shared by a clip's frames, with an offset), the target per prediction
+type, min-SNR-gamma weights.
 
 Pure functions over arrays [B, ...] (video latents [B, F, h, w, C]); the trainer draws the randomness.
 """
 
 from __future__ import annotations
+
+import math
 
 import jax
 import jax.numpy as jnp
@@ -11,11 +14,27 @@ import jax.numpy as jnp
 from emo_jax.diffusion import schedules
 
 
-def offset_noise(key: jax.Array, shape: tuple[int, ...], offset: float) -> jax.Array:
-    """Gaussian noise [B, ..., C] plus `offset` x one Gaussian per sample and channel, shared by every frame and
-    pixel (Guttenberg's offset noise; peers use 0.05), so the model learns to shift overall brightness."""
+def frame_noise(key: jax.Array, shape: tuple[int, ...], shared: float = 0.0) -> jax.Array:
+    """Standard normal noise [B, F, ...] whose F frames share `shared` of their variance: sqrt(shared) z_clip +
+    sqrt(1 - shared) z_frame, so each frame is still N(0, 1) while a clip's frames are correlated by `shared`
+    (0: independent draws, exactly `jax.random.normal(key, shape)`; 1: one draw for all frames). Training with it
+    (`loss.noise_shared`, the mixed noise of Ge et al. 2023, PYoCo) and sampling with the same share keeps
+    sampling in distribution."""
+    if not 0 <= shared <= 1:
+        raise ValueError(f"noise_shared must be in [0, 1], got {shared}")
+    if not shared:
+        return jax.random.normal(key, shape)
+    k_clip, k_frame = jax.random.split(key)
+    clip = jax.random.normal(k_clip, (shape[0], 1, *shape[2:]))
+    return math.sqrt(shared) * clip + math.sqrt(1 - shared) * jax.random.normal(k_frame, shape)
+
+
+def offset_noise(key: jax.Array, shape: tuple[int, ...], offset: float, shared: float = 0.0) -> jax.Array:
+    """`frame_noise` [B, F, ...] (`shared` of each frame's variance common to its clip) plus `offset` x one
+    Gaussian per sample and channel, shared by every frame and pixel (Guttenberg's offset noise; peers use 0.05),
+    so the model learns to shift overall brightness."""
     k_noise, k_offset = jax.random.split(key)
-    noise = jax.random.normal(k_noise, shape, jnp.float32)
+    noise = frame_noise(k_noise, shape, shared).astype(jnp.float32)
     if offset:
         per_channel = (shape[0],) + (1,) * (len(shape) - 2) + (shape[-1],)
         noise = noise + offset * jax.random.normal(k_offset, per_channel, jnp.float32)

@@ -14,7 +14,6 @@ not run).
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Iterator
 
 import jax
@@ -25,6 +24,7 @@ from flax import nnx
 
 from emo_jax.build import compute_of
 from emo_jax.diffusion import guidance, samplers, schedules
+from emo_jax.diffusion.loss import frame_noise
 from emo_jax.models import AutoencoderKL, kernels_in
 from emo_jax.models.emo import EMO
 from emo_jax.train.batch import to_pixels
@@ -46,7 +46,7 @@ class SamplingSettings:
     # 1: every clip starts from pure noise; below 1 it starts from the reference latent noised to the first of the
     # last int(steps * strength) steps (image-to-image, as diffusers' strength)
     strength: float = 1.0
-    # share of the noise's variance common to a clip's frames (`frame_noise`); 0: independent, as in training
+    # share of the noise's variance common to a clip's frames (`frame_noise`); 0: independent draws
     noise_shared: float = 0.0
 
     def __post_init__(self):
@@ -55,8 +55,10 @@ class SamplingSettings:
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict, **changes) -> SamplingSettings:
-        """The config's `sample` defaults (what the model was tuned with), then `changes` that are not None."""
+        """The config's `sample` defaults (what the model was tuned with; noise_shared, where the section does not
+        set it, the share the model was trained with, `loss.noise_shared`), then `changes` that are not None."""
         defaults = dict(config.get("sample", {}))
+        defaults.setdefault("noise_shared", float(config.get("loss", {}).get("noise_shared", 0.0)))
         defaults.pop("speed", None), defaults.pop("mask_expand", None)
         return cls(**{**defaults, **{k: v for k, v in changes.items() if v is not None}})
 
@@ -102,17 +104,6 @@ class Progress:
     def report(cls, _) -> None:
         if cls.step is not None:
             cls.step()
-
-
-def frame_noise(key: jax.Array, shape: tuple[int, ...], shared: float = 0.0) -> jax.Array:
-    """Standard normal noise [B, F, ...] whose F frames share `shared` of their variance: sqrt(shared) z_clip +
-    sqrt(1 - shared) z_frame, so each frame is still N(0, 1) (what the model was trained on) while frames of a clip
-    start closer together (0: independent draws; 1: one draw for all frames)."""
-    if not shared:
-        return jax.random.normal(key, shape)
-    k_clip, k_frame = jax.random.split(key)
-    clip = jax.random.normal(k_clip, (shape[0], 1, *shape[2:]))
-    return math.sqrt(shared) * clip + math.sqrt(1 - shared) * jax.random.normal(k_frame, shape)
 
 
 def denoising_loop(

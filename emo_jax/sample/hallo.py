@@ -28,9 +28,10 @@ import numpy as np
 from flax import nnx
 
 from emo_jax.build import compute_of
+from emo_jax.diffusion.loss import frame_noise
 from emo_jax.models import AutoencoderKL, kernels_in
 from emo_jax.models.emo import EMO
-from emo_jax.sample.generate import SamplingSettings, decode_in_chunks, denoising_loop, frame_noise
+from emo_jax.sample.generate import SamplingSettings, decode_in_chunks, denoising_loop
 from emo_jax.sample.hallo_masks import HalloMasks
 
 HALLO_VAE_SCALE = 0.18215  # FaceAnimatePipeline's constant, whatever the VAE's config says

@@ -92,14 +92,20 @@ def encode(vae: AutoencoderKL, key: jax.Array, pixels: jax.Array) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class Objective:
-    """The noising side of the loss: schedule (abar), offset noise, min-SNR gamma, prediction type."""
+    """The noising side of the loss: schedule (abar), offset noise, the noise's share common to a clip's frames,
+    min-SNR gamma, prediction type."""
 
     abar: tuple[float, ...]
     prediction_type: str
     offset_noise: float = 0.0
+    noise_shared: float = 0.0  # share of each frame's noise variance common to its clip (`loss.frame_noise`)
     snr_gamma: float | None = None
     snr_floor: float = 0.0  # the least weight of the clean sample's error at any noise level (min_snr_weight)
     mouth_weight: float = 0.0  # extra loss weight inside the clip's mouth regions (batch["mouth_mask"]); 0: off
+
+    def __post_init__(self):
+        if not 0 <= self.noise_shared <= 1:
+            raise ValueError(f"loss.noise_shared must be in [0, 1], got {self.noise_shared}")
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> Objective:
@@ -107,6 +113,7 @@ class Objective:
             abar=tuple(float(a) for a in schedules.alphas_cumprod(**config.schedule)),
             prediction_type=config.model.prediction_type,
             offset_noise=config.loss.offset_noise,
+            noise_shared=float(config.loss.get("noise_shared", 0.0)),
             snr_gamma=config.loss.snr_gamma,
             snr_floor=float(config.loss.get("snr_floor", 0.0)),
             mouth_weight=float(config.loss.get("mouth_weight", 0.0)),
@@ -133,7 +140,7 @@ def training_inputs(
     latents = encode(vae, keys[1], jnp.concatenate(images))  # one VAE pass over every image of the batch
     x0 = latents[: b * f].reshape((b, f) + latents.shape[1:])  # [B, F, h, w, C]
     timesteps = jax.random.randint(keys[2], (b,), 0, len(objective.abar))
-    noise = diffusion_loss.offset_noise(keys[3], x0.shape, objective.offset_noise)
+    noise = diffusion_loss.offset_noise(keys[3], x0.shape, objective.offset_noise, objective.noise_shared)
     abar = jnp.asarray(objective.abar)
     inputs = dict(
         noisy=schedules.add_noise(x0, noise, timesteps, abar),

@@ -31,7 +31,7 @@ CONFIG_FILE = "config.json"
 RESUMABLE_CHANGES = ("train.", "data.data_dir", "data.worker_count", "init.", "vae.checkpoint", "mesh.", "sample.")
 # Config keys added after runs were made, with the value that does what those runs did: a saved config without
 # one reads as having it, so such a run resumes with the new code unless the key is set otherwise.
-ADDED_KEYS = {"loss.mouth_weight": 0.0, "loss.snr_floor": 0.0}
+ADDED_KEYS = {"loss.mouth_weight": 0.0, "loss.snr_floor": 0.0, "loss.noise_shared": 0.0}
 
 
 class Checkpoints:
