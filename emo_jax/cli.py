@@ -104,7 +104,9 @@ def _sampling_flags(parser: argparse.ArgumentParser) -> None:
         "--strength", type=float, help="1: start from noise; below 1: from the noised reference (image-to-image)"
     )
     parser.add_argument(
-        "--noise-shared", type=float, help="share of the start noise common to a clip's frames, 0-1 (steadier faces; default: the model's)"
+        "--noise-shared",
+        type=float,
+        help="share of the start noise common to a clip's frames, 0-1 (steadier faces; default: the model's)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--speed", help="head speed: slow, normal, fast, or degrees per frame")
