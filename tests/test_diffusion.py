@@ -85,6 +85,17 @@ def test_frame_noise_shares_the_asked_part_of_each_frames_variance():
         loss.frame_noise(key, shape, -0.1)
 
 
+def test_frame_noise_of_two_clips_with_one_common_key_shares_the_common_part():
+    """Sampling's clips of one video: their own keys and the video's common key; frames of different clips then
+    correlate by `shared` too, and without the common key not at all."""
+    shape, common = (1, 4, 32, 32, 4), jax.random.key(9)
+    first, second = (loss.frame_noise(jax.random.key(k), shape, 0.8, common) for k in (1, 2))
+    across = np.corrcoef(np.asarray(first).reshape(4, -1), np.asarray(second).reshape(4, -1))[:4, 4:]
+    np.testing.assert_allclose(across, 0.8, atol=0.04)
+    alone = np.asarray(loss.frame_noise(jax.random.key(2), shape, 0.8)).reshape(4, -1)
+    assert np.abs(np.corrcoef(np.asarray(first).reshape(4, -1), alone)[:4, 4:]).max() < 0.05
+
+
 def test_training_noise_is_the_frame_noise_plus_the_offset():
     """The training draw at a share: frames of a clip correlate by it; share 0 is the draw before the option (so
     runs made before it resume with the same noise)."""

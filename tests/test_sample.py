@@ -19,6 +19,7 @@ from emo_jax.diffusion.loss import frame_noise
 from emo_jax.provenance.credentials import read_credentials, weights_digest
 from emo_jax.provenance.metadata import NOTICE
 from emo_jax.sample import Bundle, SamplingSettings, VideoSampler, head_speed, sample_video
+from emo_jax.sample.generate import video_noise_key
 from emo_jax.sample.inputs import InputError, check_output, load_reference, load_track, read_image
 
 
@@ -62,7 +63,7 @@ def test_head_speed_names_and_values(micro_bundle):
 @pytest.mark.parametrize("noise_shared", [0.0, 0.7])
 def test_jitted_loop_equals_a_step_by_step_guided_loop(micro_bundle, noise_shared):
     """The one-call fori_loop (branches batched) against separate backbone calls per branch and step, from the
-    start noise `frame_noise` makes with the settings' noise_shared."""
+    start noise `frame_noise` makes with the settings' noise_shared (its shared part from the video's key)."""
     config, model = micro_bundle.config, micro_bundle.model
     settings = SamplingSettings(
         steps=3, guidance_audio=2.5, guidance_reference=1.5, sampler="dpm++", noise_shared=noise_shared
@@ -75,11 +76,11 @@ def test_jitted_loop_equals_a_step_by_step_guided_loop(micro_bundle, noise_share
     mask = jnp.zeros((1, size, size, 1)).at[:, 4:12, 4:12].set(1.0)
     audio = jnp.asarray(rng.standard_normal((1, f, 5, 1, 80)), jnp.float32)
     speed = jnp.full((1, f), 0.5)
-    key = jax.random.key(3)
-    ours = sampler._denoise(sampler._state, reference, None, motion, mask, audio, speed, key)
+    key, common = jax.random.key(3), video_noise_key(jax.random.key(7))
+    ours = sampler._denoise(sampler._state, reference, None, motion, mask, audio, speed, key, common)
 
     table = settings.table(config).arrays()
-    x = frame_noise(jax.random.split(key)[0], (1, f, size, size, 4), noise_shared)
+    x = frame_noise(jax.random.split(key)[0], (1, f, size, size, 4), noise_shared, jax.random.split(common)[0])
     x0_prev = jnp.zeros_like(x)
     for i in range(3):
         t = table["timesteps"][i][None]
@@ -328,7 +329,9 @@ def test_image_to_image_starts_from_the_noised_reference(micro_bundle):
     mask = jnp.ones((1, 16, 16, 1))
     audio = jnp.zeros((1, config.data.num_frames, 5, 1, 80))
     speed = jnp.full((1, config.data.num_frames), 0.5)
-    out = sampler._denoise(sampler._state, reference, ref_latent, None, mask, audio, speed, jax.random.key(0))
+    out = sampler._denoise(
+        sampler._state, reference, ref_latent, None, mask, audio, speed, jax.random.key(0), jax.random.key(1)
+    )
     assert float(jnp.abs(out - ref_latent[:, None]).mean()) < 0.1
 
 

@@ -14,18 +14,21 @@ import jax.numpy as jnp
 from emo_jax.diffusion import schedules
 
 
-def frame_noise(key: jax.Array, shape: tuple[int, ...], shared: float = 0.0) -> jax.Array:
+def frame_noise(
+    key: jax.Array, shape: tuple[int, ...], shared: float = 0.0, common: jax.Array | None = None
+) -> jax.Array:
     """Standard normal noise [B, F, ...] whose F frames share `shared` of their variance: sqrt(shared) z_clip +
     sqrt(1 - shared) z_frame, so each frame is still N(0, 1) while a clip's frames are correlated by `shared`
     (0: independent draws, exactly `jax.random.normal(key, shape)`; 1: one draw for all frames). Training with it
     (`loss.noise_shared`, the mixed noise of Ge et al. 2023, PYoCo) and sampling with the same share keeps
-    sampling in distribution."""
+    sampling in distribution. `common`: the key z_clip is drawn from (default: one split from `key`); sampling
+    gives every clip of a video the same one, so consecutive clips start from the same shared part."""
     if not 0 <= shared <= 1:
         raise ValueError(f"noise_shared must be in [0, 1], got {shared}")
     if not shared:
         return jax.random.normal(key, shape)
     k_clip, k_frame = jax.random.split(key)
-    clip = jax.random.normal(k_clip, (shape[0], 1, *shape[2:]))
+    clip = jax.random.normal(k_clip if common is None else common, (shape[0], 1, *shape[2:]))
     return math.sqrt(shared) * clip + math.sqrt(1 - shared) * jax.random.normal(k_frame, shape)
 
 

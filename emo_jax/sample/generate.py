@@ -106,6 +106,12 @@ class Progress:
             cls.step()
 
 
+def video_noise_key(key: jax.Array) -> jax.Array:
+    """The key of the noise part common to a video's clips (`frame_noise`'s `common`), from the video's key whose
+    `fold_in` with the clip index keys each clip: folded with a number no clip index reaches."""
+    return jax.random.fold_in(key, 2**32 - 1)
+
+
 def denoising_loop(
     predict: Callable[[jax.Array, jax.Array], jax.Array],
     table: samplers.SamplerTable,
@@ -114,16 +120,21 @@ def denoising_loop(
     x: jax.Array,
     key: jax.Array,
     noise_shared: float = 0.0,
+    common: jax.Array | None = None,
 ) -> jax.Array:
     """The sampler's steps from the start latents x [1, F, ...] as one `lax.fori_loop`: each step runs the guidance
     branches `chosen` as one batch, predict(x [K, ...], t [K]) -> outputs [K, ...], and combines them; `key` draws
-    a stochastic sampler's noise (`frame_noise` with `noise_shared`). -> the clean latents [1, F, ...]."""
+    a stochastic sampler's noise (`frame_noise` with `noise_shared`, its shared part from `common`, folded with the
+    step, where given). -> the clean latents [1, F, ...]."""
     arrays, k = table.arrays(), len(chosen)
 
     def body(i, carry):
         x, x0_prev = carry
         guided = guidance.combine(predict(jnp.repeat(x, k, axis=0), jnp.full((k,), arrays["timesteps"][i])), chosen)
-        noise = frame_noise(jax.random.fold_in(key, i), x.shape, noise_shared) if table.stochastic else None
+        noise = None
+        if table.stochastic:
+            step_common = None if common is None else jax.random.fold_in(common, i)
+            noise = frame_noise(jax.random.fold_in(key, i), x.shape, noise_shared, step_common)
         x, x0 = samplers.step(arrays, i, prediction_type, guided, x, x0_prev, noise)
         jax.debug.callback(Progress.report, i)
         return x, x0
@@ -169,9 +180,10 @@ class VideoSampler:
     def _merge(graph, state) -> tuple[EMO, AutoencoderKL]:
         return nnx.merge(graph, state)
 
-    def _loop(self, model: EMO, reference, ref_latent, motion, face_mask, audio, speed, key) -> jax.Array:
+    def _loop(self, model: EMO, reference, ref_latent, motion, face_mask, audio, speed, key, common) -> jax.Array:
         """The denoising loop of one clip (batch 1): -> clean latents [1, F, h, w, C] (scaled). ref_latent
-        [1, h, w, C]: the start of an image-to-image loop (settings.strength < 1)."""
+        [1, h, w, C]: the start of an image-to-image loop (settings.strength < 1). key: the clip's noise; common:
+        the video's, for the part of the noise its clips share (`frame_noise`)."""
         k = len(self.branches)
         ref_keep = jnp.array([b[0] for b in self.branches], jnp.float32)
         audio_keep = jnp.array([b[1] for b in self.branches], jnp.float32)
@@ -188,14 +200,15 @@ class VideoSampler:
         h, w = face_mask.shape[1] // model.config.mask_factor, face_mask.shape[2] // model.config.mask_factor
         shape = (1, self.num_frames, h, w, model.config.backbone.in_channels)
         k_init, k_steps = jax.random.split(key)
-        x = frame_noise(k_init, shape, self.settings.noise_shared)
+        c_init, c_steps = jax.random.split(common)
+        x = frame_noise(k_init, shape, self.settings.noise_shared, c_init)
         if self.settings.strength < 1:
             abar = jnp.asarray(schedules.alphas_cumprod(**self.config.schedule))
             start = jnp.broadcast_to(ref_latent[:, None], shape)
             x = schedules.add_noise(start, x, self.table.arrays()["timesteps"][:1], abar)
         predict = lambda x, t: model.denoise(x, t, reference, **conditions)  # noqa: E731
         return denoising_loop(
-            predict, self.table, self.prediction_type, self.branches, x, k_steps, self.settings.noise_shared
+            predict, self.table, self.prediction_type, self.branches, x, k_steps, self.settings.noise_shared, c_steps
         )
 
     def _pixels_to_latents(self, pixels: np.ndarray) -> jax.Array:
@@ -231,7 +244,8 @@ class VideoSampler:
         speeds = None if speed is None else shape(1, self.num_frames)
         key = jax.eval_shape(lambda: jax.random.key(0))
         mask = shape(1, *face_mask.shape)
-        return self._denoise.lower(self._state, ref_features, ref_latent, motion, mask, audio, speeds, key).compile()
+        args = (ref_features, ref_latent, motion, mask, audio, speeds, key, key)
+        return self._denoise.lower(self._state, *args).compile()
 
     def num_clips(self, total_frames: int) -> int:
         return -(-total_frames // self.num_frames)
@@ -257,6 +271,7 @@ class VideoSampler:
         speeds = None if speed is None else jnp.full((1, f), speed, jnp.float32)
         previous, made = None, 0
         key = jax.random.key(self.settings.seed)
+        common = video_noise_key(key)
         for clip in range(clips):
             motion = None
             if self.temporal and n:
@@ -266,9 +281,8 @@ class VideoSampler:
                     latents, has = self._pixels_to_latents(previous[-n:])[None], jnp.ones((1,))
                 motion = self._motion(self._state, latents, has)
             audio = None if audio_features is None else jnp.asarray(audio_features[None, clip * f : (clip + 1) * f])
-            latents = self._denoise(
-                self._state, ref_features, ref_latent, motion, mask, audio, speeds, jax.random.fold_in(key, clip)
-            )
+            conditions = (ref_features, ref_latent, motion, mask, audio, speeds)
+            latents = self._denoise(self._state, *conditions, jax.random.fold_in(key, clip), common)
             previous = self._decode_frames(latents[0])
             for frame in previous[: total_frames - made]:
                 yield frame

@@ -31,7 +31,7 @@ from emo_jax.build import compute_of
 from emo_jax.diffusion.loss import frame_noise
 from emo_jax.models import AutoencoderKL, kernels_in
 from emo_jax.models.emo import EMO
-from emo_jax.sample.generate import SamplingSettings, decode_in_chunks, denoising_loop
+from emo_jax.sample.generate import SamplingSettings, decode_in_chunks, denoising_loop, video_noise_key
 from emo_jax.sample.hallo_masks import HalloMasks
 
 HALLO_VAE_SCALE = 0.18215  # FaceAnimatePipeline's constant, whatever the VAE's config says
@@ -78,10 +78,12 @@ class HalloSampler:
         self._decode = jax.jit(lambda state, latents: merge(state)[1].decode(latents / HALLO_VAE_SCALE))
         self._clip = jax.jit(lambda state, *args: self._denoise_clip(merge(state)[0], *args))
 
-    def _denoise_clip(self, model: EMO, latents, embedding, face_mask, region_masks, audio, motion_scale, noise, key):
+    def _denoise_clip(
+        self, model: EMO, latents, embedding, face_mask, region_masks, audio, motion_scale, noise, key, common
+    ):
         """latents [1 + n, h, w, 4]: the reference's and the motion frames'; embedding [D]; face_mask [H, W, c];
         region_masks per level [3, S]; audio [F, 5, L, C]; noise [1, F, h, w, 4], the start; key: a stochastic
-        sampler's -> clean latents [1, F, h, w, 4]."""
+        sampler's, common: the video's for its shared part -> clean latents [1, F, h, w, 4]."""
         k, n = len(self.branches), self.num_motion
         keep = jnp.asarray([b[0] for b in self.branches], jnp.float32)
         tile = lambda x: jnp.repeat(x[None], k, axis=0)  # noqa: E731
@@ -102,7 +104,7 @@ class HalloSampler:
         )
         predict = lambda x, t: model.denoise(x, t, reference, **conditions)  # noqa: E731
         prediction_type, shared = self.config.model.prediction_type, self.settings.noise_shared
-        return denoising_loop(predict, self.table, prediction_type, self.branches, noise, key, shared)
+        return denoising_loop(predict, self.table, prediction_type, self.branches, noise, key, shared, common)
 
     def _latents(self, pixels: np.ndarray) -> jax.Array:
         """[N, S, S, 3] float in [-1, 1] -> [N, h, w, 4]; diffusers' image processor normalises again where no
@@ -165,6 +167,7 @@ class HalloSampler:
         scale = jnp.asarray(motion_scale, jnp.float32)
         embedding = jnp.asarray(inputs.face_embedding, jnp.float32)
         key = jax.random.key(self.settings.seed)
+        c_start, c_steps = jax.random.split(video_noise_key(key))
         motion = np.repeat(inputs.reference[None], n, axis=0)
         for clip in range(self.num_clips(inputs)):
             latents = self._latents(np.concatenate([inputs.reference[None], motion]))
@@ -172,9 +175,9 @@ class HalloSampler:
             if noise is not None:
                 start = jnp.asarray(noise(clip), jnp.float32)[None]
             else:
-                start = frame_noise(k_start, (1, f, *latents.shape[1:]), self.settings.noise_shared)
+                start = frame_noise(k_start, (1, f, *latents.shape[1:]), self.settings.noise_shared, c_start)
             audio = jnp.asarray(inputs.audio_features[clip * f : (clip + 1) * f])
-            args = (latents, embedding, face_mask, region_masks, audio, scale, start, k_steps)
+            args = (latents, embedding, face_mask, region_masks, audio, scale, start, k_steps, c_steps)
             video = self._decode_clip(self._clip(self._state, *args)[0])
             motion = video[-n:] * 2.0 - 1.0
             yield video
