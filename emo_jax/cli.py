@@ -106,7 +106,7 @@ def _sampling_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--noise-shared",
         type=float,
-        help="share of the start noise common to a clip's frames, 0-1 (steadier faces; default: the model's)",
+        help="share of the start noise common to a video's frames, 0-1 (steadier faces; default: the model's)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--speed", help="head speed: slow, normal, fast, or degrees per frame")

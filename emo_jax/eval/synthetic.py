@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--guidance-audio", type=float)
     parser.add_argument("--guidance-ref", type=float)
     parser.add_argument("--strength", type=float, help="image-to-image start (default: the model's)")
-    parser.add_argument("--noise-shared", type=float, help="noise common to a clip's frames (default: the model's)")
+    parser.add_argument("--noise-shared", type=float, help="noise common to a video's frames (default: the model's)")
     parser.add_argument("--json", help="write the per-pair scores and their means here")
     parser.add_argument("--drift", type=float, help="instead: one video this many seconds long, first vs last 10 s")
     args = parser.parse_args(argv)

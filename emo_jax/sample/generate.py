@@ -46,7 +46,8 @@ class SamplingSettings:
     # 1: every clip starts from pure noise; below 1 it starts from the reference latent noised to the first of the
     # last int(steps * strength) steps (image-to-image, as diffusers' strength)
     strength: float = 1.0
-    # share of the noise's variance common to a clip's frames (`frame_noise`); 0: independent draws
+    # share of the noise's variance common to a video's frames (`frame_noise`, one shared part for all its clips);
+    # 0: independent draws
     noise_shared: float = 0.0
 
     def __post_init__(self):
