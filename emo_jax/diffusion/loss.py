@@ -14,6 +14,12 @@ import jax.numpy as jnp
 from emo_jax.diffusion import schedules
 
 
+def check_noise_share(shared: float, name: str = "noise_shared") -> None:
+    """Refuses a share of the noise's variance outside [0, 1], naming the setting it came from."""
+    if not 0 <= shared <= 1:
+        raise ValueError(f"{name} must be in [0, 1], got {shared}")
+
+
 def frame_noise(
     key: jax.Array, shape: tuple[int, ...], shared: float = 0.0, common: jax.Array | None = None
 ) -> jax.Array:
@@ -23,8 +29,7 @@ def frame_noise(
     (`loss.noise_shared`, the mixed noise of Ge et al. 2023, PYoCo) and sampling with the same share keeps
     sampling in distribution. `common`: the key z_clip is drawn from (default: one split from `key`); sampling
     gives every clip of a video the same one, so consecutive clips start from the same shared part."""
-    if not 0 <= shared <= 1:
-        raise ValueError(f"noise_shared must be in [0, 1], got {shared}")
+    check_noise_share(shared)
     if not shared:
         return jax.random.normal(key, shape)
     k_clip, k_frame = jax.random.split(key)

@@ -24,7 +24,7 @@ from flax import nnx
 
 from emo_jax.build import compute_of
 from emo_jax.diffusion import guidance, samplers, schedules
-from emo_jax.diffusion.loss import frame_noise
+from emo_jax.diffusion.loss import check_noise_share, frame_noise
 from emo_jax.models import AutoencoderKL, kernels_in
 from emo_jax.models.emo import EMO
 from emo_jax.train.batch import to_pixels
@@ -51,8 +51,7 @@ class SamplingSettings:
     noise_shared: float = 0.0
 
     def __post_init__(self):
-        if not 0 <= self.noise_shared <= 1:
-            raise ValueError(f"noise_shared must be in [0, 1], got {self.noise_shared}")
+        check_noise_share(self.noise_shared)
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict, **changes) -> SamplingSettings:

@@ -104,8 +104,7 @@ class Objective:
     mouth_weight: float = 0.0  # extra loss weight inside the clip's mouth regions (batch["mouth_mask"]); 0: off
 
     def __post_init__(self):
-        if not 0 <= self.noise_shared <= 1:
-            raise ValueError(f"loss.noise_shared must be in [0, 1], got {self.noise_shared}")
+        diffusion_loss.check_noise_share(self.noise_shared, "loss.noise_shared")
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> Objective:
