@@ -96,7 +96,8 @@ def test_jitted_loop_equals_a_step_by_step_guided_loop(micro_bundle, noise_share
 
 
 def test_sampling_settings_take_the_trained_noise_share_unless_the_sample_section_sets_one():
-    config = micro_config(0)
+    config = micro_config(1)  # the stage configs' sample sections leave the share unset; the tiny one sets 0.8
+    assert "noise_shared" not in config.sample and micro_config(0).sample.noise_shared == 0.8
     config.loss.noise_shared = 0.6
     assert SamplingSettings.from_config(config).noise_shared == 0.6
     config.sample.noise_shared = 0.2
